@@ -1,0 +1,207 @@
+"""The `icp` command: demo data, the nightly run in-process (visible in the Dagster UI), the UI itself.
+
+Failures end with one line naming what to fix and a non-zero exit; the stack trace stays in the
+Dagster run log, not on the operator's screen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from icp_pipeline import config as settings
+from icp_pipeline.errors import IcpError
+
+DAGSTER_HOME_DIR = ".dagster"
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value}") from exc
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def prepare_dagster_home() -> Path:
+    """Use DAGSTER_HOME when set; else `.dagster/` here, seeded with the project's dagster.yaml."""
+    if os.environ.get("DAGSTER_HOME"):
+        home = Path(os.environ["DAGSTER_HOME"])
+        if not home.is_absolute() or not home.is_dir():
+            raise IcpError(f"DAGSTER_HOME must be an existing absolute directory: {home}")
+        return home
+    home = (Path.cwd() / DAGSTER_HOME_DIR).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    template = settings.PROJECT_ROOT / "dagster.yaml"
+    if template.exists():
+        shutil.copyfile(template, home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _failure_reason(result: Any) -> str:
+    """The one line to print: the innermost IcpError message, else the failed step's error."""
+    for event in result.all_events:
+        if not event.is_step_failure:
+            continue
+        error = event.step_failure_data.error
+        first_line = ""
+        while error is not None:
+            message = error.message.strip().splitlines()[0] if error.message.strip() else ""
+            if error.cls_name in {"IcpError", "IcpInputError", "IcpConfigError", "IcpContractError"}:
+                return message.split(": ", 1)[1] if message.startswith(error.cls_name) else message
+            first_line = first_line or message
+            error = error.cause
+        return f"step {event.step_key} failed: {first_line}"
+    return "the run failed (see the Dagster run log)"
+
+
+def warehouse_counts(warehouse: Path) -> dict[str, int]:
+    """Row counts of every table in the warehouse's raw, staging and icp schemas."""
+    import duckdb
+
+    if not warehouse.exists():
+        return {}
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        tables = con.execute(
+            "select table_schema, table_name from information_schema.tables "
+            "where table_schema in ('raw', 'staging', 'icp') and table_name not like '\\_dlt%' escape '\\' "
+            "order by table_schema, table_name"
+        ).fetchall()
+        return {
+            f"{schema}.{name}": int(con.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[0])
+            for schema, name in tables
+        }
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from icp_pipeline.demo.generate import DEMO_AS_OF, DemoSpec, generate_demo
+
+    out = Path(args.out) if args.out else settings.default_source_dir()
+    spec = DemoSpec(
+        accounts=args.accounts,
+        seed=args.seed,
+        as_of=args.as_of or DEMO_AS_OF,
+        drift_date=args.drift_date,
+        planted_icp=not args.no_icp,
+    )
+    started = time.perf_counter()
+    truth = generate_demo(out, spec, progress=_say)
+    counts = ", ".join(f"{table} {rows:,}" for table, rows in truth["counts"].items())
+    _say(f"demo data written to {out} in {time.perf_counter() - started:.1f}s: {counts}")
+    _say(f"planted truth: {out / 'truth.json'}; score it with: icp run --source-dir {out} --as-of {spec.as_of}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from icp_pipeline.definitions import NIGHTLY_JOB, defs
+
+    source_dir = Path(args.source_dir) if args.source_dir else settings.default_source_dir()
+    warehouse = Path(args.warehouse) if args.warehouse else settings.default_warehouse()
+    settings.load_config(args.config)
+    as_of = args.as_of or dt.date.today()
+    import dagster as dg
+
+    prepare_dagster_home()
+    instance = dg.DagsterInstance.get()
+    _say(f"icp run: as of {as_of}, source {source_dir}, warehouse {warehouse}")
+    started = time.perf_counter()
+    result = defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
+        partition_key=as_of.isoformat(),
+        instance=instance,
+        raise_on_error=False,
+        run_config={
+            "resources": {
+                "icp": {
+                    "config": {
+                        "source_dir": str(source_dir.resolve()),
+                        "warehouse": str(warehouse.resolve()),
+                        "config_file": str(Path(args.config).resolve()) if args.config else "",
+                    }
+                }
+            },
+            "loggers": {"console": {"config": {"log_level": "INFO"}}},
+        },
+    )
+    elapsed = time.perf_counter() - started
+    if not result.success:
+        _say(f"icp run failed: {_failure_reason(result)}")
+        return 1
+    counts = warehouse_counts(warehouse)
+    print(f"icp run succeeded in {elapsed:.1f}s (run {result.run_id}, as of {as_of})")
+    print(f"warehouse: {warehouse}")
+    for table, rows in counts.items():
+        print(f"  {table:<32} {rows:>12,} rows")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Start `dagster dev` on 127.0.0.1 with the project loaded and the same instance as `icp run`."""
+    prepare_dagster_home()
+    command = [
+        sys.executable, "-m", "dagster", "dev",
+        "-w", str(settings.PROJECT_ROOT / "workspace.yaml"),
+        "--host", "127.0.0.1", "--port", str(args.port),
+    ]
+    _say(f"Dagster UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    return subprocess.call(command, cwd=settings.PROJECT_ROOT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="icp", description="Self-hosted, explainable ICP engine.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="write demo data with a planted truth in the file-drop layout")
+    demo.add_argument("--out", help="output folder (default: ICP_SOURCE_DIR or .icp/demo)")
+    demo.add_argument("--accounts", type=_positive, default=2000, help="number of CRM accounts")
+    demo.add_argument("--seed", type=int, default=7, help="random seed; same seed, same files")
+    demo.add_argument("--as-of", type=_date, help="the date the data ends (default: 2026-11-01)")
+    demo.add_argument("--drift-date", type=_date, help="after this date the winning segment changes")
+    demo.add_argument("--no-icp", action="store_true", help="outcomes independent of every trait")
+    demo.set_defaults(handler=cmd_demo)
+
+    run = commands.add_parser("run", help="run the nightly job in-process")
+    run.add_argument("--source-dir", help="file-drop folder (default: ICP_SOURCE_DIR or .icp/demo)")
+    run.add_argument("--warehouse", help="DuckDB file (default: ICP_WAREHOUSE or .icp/warehouse.duckdb)")
+    run.add_argument("--config", help="icp.yaml (default: ICP_CONFIG or ./icp.yaml when present)")
+    run.add_argument("--as-of", type=_date, help="score as of this date (default: today)")
+    run.set_defaults(handler=cmd_run)
+
+    ui = commands.add_parser("ui", help="open the Dagster UI on 127.0.0.1 with the project loaded")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(handler=cmd_ui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except IcpError as exc:
+        _say(f"icp {args.command}: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Settings: `icp.yaml` (every key has a default) plus paths from the environment.
+
+A typo in `icp.yaml` is an error, not a silently ignored key: ops teams edit this file by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from icp_pipeline.errors import IcpConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+WORK_DIR_NAME = ".icp"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageMapping(_Section):
+    """CRM stage names (case-insensitive) that mean won or lost; anything else is open."""
+
+    won: tuple[str, ...] = ("closed won", "won")
+    lost: tuple[str, ...] = ("closed lost", "lost")
+
+
+class ScheduleConfig(_Section):
+    """When the nightly job runs; the schedule is created stopped, ops turn it on."""
+
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+
+class IcpConfig(_Section):
+    """The whole of `icp.yaml`."""
+
+    stages: StageMapping = Field(default_factory=StageMapping)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    contracts_dir: Path | None = None
+
+
+def load_config(config_path: str | Path | None = None) -> IcpConfig:
+    """Read `icp.yaml` from the argument, `ICP_CONFIG`, or `./icp.yaml`; defaults when none exists."""
+    explicit = config_path or os.environ.get("ICP_CONFIG")
+    path = Path(explicit) if explicit else Path("icp.yaml")
+    if not path.exists():
+        if explicit:
+            raise IcpConfigError(f"config file not found: {path}")
+        return IcpConfig()
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise IcpConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+    if not isinstance(raw, dict):
+        raise IcpConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return IcpConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise IcpConfigError(f"{path}: {where}: {first['msg']}") from exc
+
+
+def work_dir() -> Path:
+    """The git-ignored working folder for warehouse, dlt state and demo data."""
+    return Path.cwd() / WORK_DIR_NAME
+
+
+def default_source_dir() -> Path:
+    return Path(os.environ.get("ICP_SOURCE_DIR") or work_dir() / "demo")
+
+
+def default_warehouse() -> Path:
+    return Path(os.environ.get("ICP_WAREHOUSE") or work_dir() / "warehouse.duckdb")
+
+
+def contracts_dir(config: IcpConfig) -> Path:
+    return config.contracts_dir or PROJECT_ROOT / "data_contracts"

@@ -1,0 +1,43 @@
+"""The one root: assembles every domain's assets, the nightly job, its schedule and resources."""
+
+
+import dagster as dg
+from dagster_dlt import DagsterDltResource
+
+from icp_pipeline.config import load_config
+from icp_pipeline.ingest.assets import raw_file_drop
+from icp_pipeline.partitions import nightly_partitions
+from icp_pipeline.resources import IcpSettings
+
+NIGHTLY_JOB = "nightly_icp"
+
+nightly_icp = dg.define_asset_job(
+    NIGHTLY_JOB,
+    selection=dg.AssetSelection.all(),
+    partitions_def=nightly_partitions,
+    description="Ingest, validate, learn the ICP, score, detect triggers, alert, watch drift.",
+)
+
+_schedule = load_config().schedule
+
+
+@dg.schedule(
+    job=nightly_icp,
+    cron_schedule=_schedule.cron,
+    execution_timezone=_schedule.timezone,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    name="nightly_icp_schedule",
+)
+def nightly_icp_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """Score as of the tick's own date, with everything the sources hold by then."""
+    as_of = context.scheduled_execution_time.date().isoformat()
+    return dg.RunRequest(run_key=as_of, partition_key=as_of)
+
+
+defs = dg.Definitions(
+    assets=[raw_file_drop],
+    jobs=[nightly_icp],
+    schedules=[nightly_icp_schedule],
+    resources={"dlt": DagsterDltResource(), "icp": IcpSettings()},
+    executor=dg.in_process_executor,
+)
