@@ -67,7 +67,8 @@ def _failure_reason(result: Any) -> str:
         while error is not None:
             message = error.message.strip().splitlines()[0] if error.message.strip() else ""
             if error.cls_name in {"IcpError", "IcpInputError", "IcpConfigError", "IcpContractError"}:
-                return message.split(": ", 1)[1] if message.startswith(error.cls_name) else message
+                prefix = f"{error.cls_name}: "
+                return message.split(prefix, 1)[1] if prefix in message else message
             first_line = first_line or message
             error = error.cause
         return f"step {event.step_key} failed: {first_line}"

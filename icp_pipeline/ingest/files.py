@@ -102,6 +102,7 @@ def _csv_header(file: Path, encoding: str) -> list[str]:
         reader = pacsv.open_csv(
             file,
             read_options=pacsv.ReadOptions(encoding=encoding, block_size=1 << 16),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=lambda _row: "skip"),
             convert_options=pacsv.ConvertOptions(column_types={}, include_columns=[]),
         )
         return list(reader.schema.names)

@@ -1,0 +1,58 @@
+"""Pins the Definitions: asset keys, jobs, schedules and resources, so a rename is a visible change."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from icp_pipeline.definitions import NIGHTLY_JOB, defs
+
+RAW_TABLES = [
+    "accounts",
+    "contacts",
+    "opportunities",
+    "subscriptions",
+    "owners",
+    "firmographics",
+    "funding_rounds",
+    "job_postings",
+    "leadership_changes",
+]
+
+
+def test_asset_keys_are_pinned() -> None:
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {f"raw/{table}" for table in RAW_TABLES} <= keys
+
+
+def test_raw_assets_are_in_the_ingest_group_with_their_grain() -> None:
+    graph = defs.resolve_asset_graph()
+    for table in RAW_TABLES:
+        node = graph.get(dg.AssetKey(["raw", table]))
+        assert node.group_name == "ingest"
+        assert node.description and node.description.startswith("One row per")
+
+
+def test_nightly_job_covers_every_asset_in_process() -> None:
+    job = defs.resolve_job_def(NIGHTLY_JOB)
+    all_keys = defs.resolve_asset_graph().get_all_asset_keys()
+    assert set(job.asset_layer.selected_asset_keys) == set(all_keys)
+    assert job.executor_def.name == "in_process"
+    assert job.partitions_def is not None
+
+
+def test_schedule_runs_at_two_and_starts_stopped() -> None:
+    schedule = defs.resolve_schedule_def("nightly_icp_schedule")
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.job_name == NIGHTLY_JOB
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_schedule_scores_as_of_the_tick_date() -> None:
+    schedule = defs.resolve_schedule_def("nightly_icp_schedule")
+    context = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 11, 2, 2, 0), repository_def=defs.get_repository_def()
+    )
+    request = schedule.evaluate_tick(context).run_requests[0]
+    assert request.partition_key == "2026-11-02"

@@ -1,0 +1,136 @@
+"""File-drop ingestion: every delivered row lands in raw exactly once, changes merge in place, bad input says why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from icp_pipeline.config import contracts_dir, load_config
+from icp_pipeline.contracts.spec import load_contracts
+from icp_pipeline.errors import IcpInputError
+from icp_pipeline.ingest.files import inventory, iter_identified_chunks
+from icp_pipeline_tests.conftest import ACCOUNTS_CSV, OPPORTUNITIES_CSV, write_drop
+
+
+def raw_rows(warehouse: Path, table: str) -> pd.DataFrame:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute(f'select * from raw."{table}" order by _raw_key, _row_hash').df()
+
+
+def test_first_load_keeps_every_row_and_extra_columns(minimal_drop: Path, tmp_path: Path, materialize_raw) -> None:
+    extra = ACCOUNTS_CSV.replace("updated_at\n", "updated_at,crm_segment\n", 1).replace(
+        "T00:00:00\n", "T00:00:00,enterprise\n"
+    )
+    write_drop(minimal_drop, {"crm/accounts.csv": extra})
+    materialize_raw(minimal_drop)
+    accounts = raw_rows(tmp_path / "warehouse.duckdb", "accounts")
+    assert len(accounts) == 3
+    assert set(accounts["crm_segment"]) == {"enterprise"}
+    assert len(raw_rows(tmp_path / "warehouse.duckdb", "opportunities")) == 3
+
+
+def test_rerun_of_same_drop_duplicates_nothing(minimal_drop: Path, tmp_path: Path, materialize_raw) -> None:
+    materialize_raw(minimal_drop)
+    first = raw_rows(tmp_path / "warehouse.duckdb", "accounts")
+    result = materialize_raw(minimal_drop)
+    second = raw_rows(tmp_path / "warehouse.duckdb", "accounts")
+    assert len(second) == len(first) == 3
+    assert list(second["_loaded_at"]) == list(first["_loaded_at"]), "unchanged rows must not be reloaded"
+    metadata = result.asset_materializations_for_node("raw_file_drop")
+    sent = {m.asset_key.path[-1]: m.metadata["rows_sent"].value for m in metadata if "rows_sent" in m.metadata}
+    assert sent == {"accounts": 0, "opportunities": 0}
+
+
+def test_changed_row_in_later_drop_updates_in_place(minimal_drop: Path, tmp_path: Path, materialize_raw) -> None:
+    materialize_raw(minimal_drop)
+    changed = ACCOUNTS_CSV.replace("Beta GmbH,beta.de,Retail,40", "Beta GmbH,beta.de,Retail,55").replace(
+        "2026-01-02T00:00:00", "2026-02-01T00:00:00"
+    )
+    added = changed + "A4,Delta Inc,delta.io,Fintech,10,1000000,US,U1,2024-05-01,2026-02-02T00:00:00\n"
+    write_drop(minimal_drop, {"crm/accounts.csv": added})
+    materialize_raw(minimal_drop)
+    accounts = raw_rows(tmp_path / "warehouse.duckdb", "accounts").set_index("account_id")
+    assert len(accounts) == 4
+    assert accounts.loc["A2", "employee_count"] == "55"
+    assert accounts.loc["A2", "updated_at"] == "2026-02-01T00:00:00"
+
+
+def test_rows_sharing_a_key_are_all_kept_for_staging_to_judge(tmp_path: Path, materialize_raw) -> None:
+    duplicated = ACCOUNTS_CSV + "A1,Acme Inc,acme.com,Software,lots,5000000,US,U1,2024-01-01,2026-01-05T00:00:00\n"
+    duplicated += ",No Id Corp,noid.com,Retail,5,1,US,,2024-01-01,2026-01-01T00:00:00\n"
+    drop = write_drop(tmp_path / "drop", {"crm/accounts.csv": duplicated, "crm/opportunities.csv": OPPORTUNITIES_CSV})
+    materialize_raw(drop)
+    materialize_raw(drop)
+    accounts = raw_rows(tmp_path / "warehouse.duckdb", "accounts")
+    assert len(accounts) == 5
+    assert (accounts["account_id"] == "A1").sum() == 2
+    assert accounts["account_id"].isna().sum() == 1
+    assert accounts.loc[accounts["account_id"].isna(), "_raw_key"].str.startswith("row:").all()
+
+
+def test_jsonl_and_parquet_drops_load_like_csv(tmp_path: Path, materialize_raw) -> None:
+    drop = tmp_path / "drop"
+    (drop / "crm").mkdir(parents=True)
+    accounts = pd.read_csv(pd.io.common.StringIO(ACCOUNTS_CSV))
+    accounts.to_json(drop / "crm" / "accounts.jsonl", orient="records", lines=True)
+    opportunities = pd.read_csv(pd.io.common.StringIO(OPPORTUNITIES_CSV))
+    pq.write_table(pa.Table.from_pandas(opportunities, preserve_index=False), drop / "crm" / "opportunities.parquet")
+    materialize_raw(drop)
+    warehouse = tmp_path / "warehouse.duckdb"
+    loaded = raw_rows(warehouse, "accounts").set_index("account_id")
+    assert len(loaded) == 3 and loaded.loc["A1", "employee_count"] == "120"
+    assert len(raw_rows(warehouse, "opportunities")) == 3
+
+
+def test_missing_optional_files_are_skipped_with_their_impact(minimal_drop: Path) -> None:
+    found = inventory(minimal_drop, load_contracts(contracts_dir(load_config())))
+    assert set(found.files) == {"accounts", "opportunities"}
+    assert "hiring-surge" in found.missing_optional["job_postings"]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"crm/opportunities.csv": OPPORTUNITIES_CSV}, "crm/accounts: required file missing"),
+        (
+            {"crm/accounts.csv": ACCOUNTS_CSV.replace(",updated_at\n", ",changed\n", 1), "crm/opportunities.csv": OPPORTUNITIES_CSV},
+            "crm/accounts.csv: missing required column 'updated_at'",
+        ),
+        ({"crm/accounts.csv": "", "crm/opportunities.csv": OPPORTUNITIES_CSV}, "accounts.csv: the file is empty"),
+        (
+            {"crm/accounts.csv": ACCOUNTS_CSV, "crm/accounts.jsonl": "{}\n", "crm/opportunities.csv": OPPORTUNITIES_CSV},
+            "more than one file",
+        ),
+    ],
+)
+def test_unusable_drop_is_a_one_line_error(tmp_path: Path, files: dict[str, str], message: str) -> None:
+    drop = write_drop(tmp_path / "drop", files)
+    with pytest.raises(IcpInputError) as caught:
+        inventory(drop, load_contracts(contracts_dir(load_config())))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_source_directory_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(IcpInputError, match="source directory not found"):
+        inventory(tmp_path / "nope", load_contracts(contracts_dir(load_config())))
+
+
+def test_latin1_file_with_old_mac_line_endings_and_a_truncated_line(tmp_path: Path) -> None:
+    text = ACCOUNTS_CSV.replace("Beta GmbH", "Bêta GmbH").replace("\n", "\r") + "A9,Trunc"
+    drop = tmp_path / "drop"
+    (drop / "crm").mkdir(parents=True)
+    (drop / "crm" / "accounts.csv").write_bytes(text.encode("latin-1"))
+    (drop / "crm" / "opportunities.csv").write_text(OPPORTUNITIES_CSV)
+    found = inventory(drop, load_contracts(contracts_dir(load_config())))
+    assert found.files["accounts"].encoding == "latin-1"
+    chunks = pa.concat_tables(iter_identified_chunks(found.files["accounts"]), promote_options="default")
+    frame = chunks.to_pandas()
+    assert "Bêta GmbH" in set(frame["name"])
+    assert frame["_malformed_row"].dropna().tolist() == ["A9,Trunc"]
+    assert len(frame) == 4
