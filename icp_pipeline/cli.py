@@ -63,15 +63,15 @@ def _failure_reason(result: Any) -> str:
         if not event.is_step_failure:
             continue
         error = event.step_failure_data.error
-        first_line = ""
+        innermost = ""
         while error is not None:
             message = error.message.strip().splitlines()[0] if error.message.strip() else ""
             if error.cls_name in {"IcpError", "IcpInputError", "IcpConfigError", "IcpContractError"}:
                 prefix = f"{error.cls_name}: "
                 return message.split(prefix, 1)[1] if prefix in message else message
-            first_line = first_line or message
+            innermost = message or innermost
             error = error.cause
-        return f"step {event.step_key} failed: {first_line}"
+        return f"step {event.step_key} failed: {innermost}"
     return "the run failed (see the Dagster run log)"
 
 

@@ -23,10 +23,34 @@ class _Section(BaseModel):
 
 
 class StageMapping(_Section):
-    """CRM stage names (case-insensitive) that mean won or lost; anything else is open."""
+    """CRM stage names (case-insensitive) that mean won, lost or still open.
+
+    A stage in none of the lists is treated as open and reported by the opportunities
+    contract, so a renamed stage in the CRM shows up instead of silently skewing win rates.
+    """
 
     won: tuple[str, ...] = ("closed won", "won")
     lost: tuple[str, ...] = ("closed lost", "lost")
+    open: tuple[str, ...] = (
+        "prospecting",
+        "qualification",
+        "discovery",
+        "demo",
+        "proposal",
+        "negotiation",
+        "open",
+    )
+
+    @property
+    def known(self) -> tuple[str, ...]:
+        return (*self.won, *self.lost, *self.open)
+
+
+class ContractOverrides(_Section):
+    """Per-table overrides of contract thresholds, for teams whose feeds arrive less often."""
+
+    max_bad_share: dict[str, float] = Field(default_factory=dict)
+    freshness_days: dict[str, int] = Field(default_factory=dict)
 
 
 class ScheduleConfig(_Section):
@@ -41,6 +65,7 @@ class IcpConfig(_Section):
 
     stages: StageMapping = Field(default_factory=StageMapping)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    contracts: ContractOverrides = Field(default_factory=ContractOverrides)
     contracts_dir: Path | None = None
 
 

@@ -5,6 +5,7 @@ import dagster as dg
 from dagster_dlt import DagsterDltResource
 
 from icp_pipeline.config import load_config
+from icp_pipeline.contracts.assets import staging_assets
 from icp_pipeline.ingest.assets import raw_file_drop
 from icp_pipeline.partitions import nightly_partitions
 from icp_pipeline.resources import IcpSettings
@@ -35,7 +36,7 @@ def nightly_icp_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest
 
 
 defs = dg.Definitions(
-    assets=[raw_file_drop],
+    assets=[raw_file_drop, *staging_assets],
     jobs=[nightly_icp],
     schedules=[nightly_icp_schedule],
     resources={"dlt": DagsterDltResource(), "icp": IcpSettings()},

@@ -6,6 +6,7 @@ objects into Great Expectations suites, so no rule is written twice.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -28,19 +29,59 @@ CANONICAL_TABLES: tuple[str, ...] = (
 )
 
 ColumnType = Literal["string", "integer", "number", "timestamp", "boolean"]
+Severity = Literal["error", "warn", "block"]
+RowRule = Literal["not_null", "type", "range", "allowed", "pattern", "not_future", "references"]
+Normalizer = Literal["domain"]
+
+
+class Reference(BaseModel):
+    """A column whose values must exist as keys of another (staged) table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table: str
+    column: str
 
 
 class ColumnSpec(BaseModel):
-    """One column of a canonical table."""
+    """One column of a canonical table and the row rules its values must meet.
+
+    `required` is about the file (the column must be there, else the run is blocked);
+    `nullable: false` is about each value (a missing one quarantines the row).
+    `allowed: "$stages"` takes the list from `icp.yaml` (the CRM's own stage names).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: ColumnType = "string"
     required: bool = False
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: tuple[str, ...] | Literal["$stages"] | None = None
+    case_insensitive: bool = False
+    pattern: str | None = None
+    not_future: bool = False
+    references: Reference | None = None
+    normalize: Normalizer | None = None
+    severity: dict[RowRule, Severity] = Field(default_factory=dict)
+
+    def severity_of(self, rule: RowRule) -> Severity:
+        return self.severity.get(rule, "error")
+
+
+class Freshness(BaseModel):
+    """The newest value of `column` must be at most `max_age_days` old at the as-of date."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str
+    max_age_days: int = Field(ge=0)
+    severity: Severity = "block"
 
 
 class TableContract(BaseModel):
-    """One canonical table: where its file lives, its grain, key, cursor and columns."""
+    """One canonical table: where its file lives, its grain, key, columns and rules."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -52,14 +93,28 @@ class TableContract(BaseModel):
     primary_key: tuple[str, ...]
     cursor: str | None = None
     columns: dict[str, ColumnSpec] = Field(default_factory=dict)
+    freshness: Freshness | None = None
+    max_bad_share: float = Field(default=0.2, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _key_and_cursor_are_columns(self) -> TableContract:
-        for name in (*self.primary_key, *([self.cursor] if self.cursor else [])):
+    def _rules_name_declared_columns(self) -> TableContract:
+        named = [*self.primary_key, *([self.cursor] if self.cursor else [])]
+        named += [self.freshness.column] if self.freshness else []
+        for name in named:
             if name not in self.columns:
-                raise ValueError(f"'{name}' is used as key or cursor but is not a declared column")
+                raise ValueError(f"'{name}' is used as key, cursor or freshness column but is not declared")
         if not self.file_required and not self.missing_file_impact:
             raise ValueError("an optional file must say what its absence weakens (missing_file_impact)")
+        for name, spec in self.columns.items():
+            if spec.pattern is not None:
+                try:
+                    re.compile(spec.pattern)
+                except re.error as exc:
+                    raise ValueError(f"columns.{name}.pattern: not a regular expression ({exc})") from exc
+            if spec.min is not None and spec.max is not None and spec.min > spec.max:
+                raise ValueError(f"columns.{name}: min is greater than max")
+            if spec.not_future and spec.type != "timestamp":
+                raise ValueError(f"columns.{name}: not_future applies to timestamp columns only")
         return self
 
     @property
@@ -97,4 +152,13 @@ def load_contracts(directory: Path) -> dict[str, TableContract]:
     missing = [table for table in CANONICAL_TABLES if not (directory / f"{table}.yaml").exists()]
     if missing:
         raise IcpConfigError(f"{directory}: no data contract for {', '.join(missing)}")
-    return {table: load_contract(directory / f"{table}.yaml") for table in CANONICAL_TABLES}
+    contracts = {table: load_contract(directory / f"{table}.yaml") for table in CANONICAL_TABLES}
+    for contract in contracts.values():
+        for name, spec in contract.columns.items():
+            ref = spec.references
+            if ref and (ref.table not in contracts or ref.column not in contracts[ref.table].columns):
+                raise IcpConfigError(
+                    f"{directory / contract.table}.yaml: columns.{name}.references "
+                    f"{ref.table}.{ref.column}, which no contract declares"
+                )
+    return contracts

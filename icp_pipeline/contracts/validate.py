@@ -1,0 +1,396 @@
+"""Turn raw text rows into typed, contract-checked staging rows; every bad row gets a reason.
+
+The rules come from the contract YAML only: `compile_rules` turns each column's declarations
+into Great Expectations expectations, GX evaluates them, and the failing row indices decide
+what is quarantined (`error`), kept and reported (`warn`) or stops the run (`block`).
+Typing happens first, in pandas, and leaves evidence columns (`__bad_type__<col>`, the text
+that did not parse) that GX then checks, so a parse failure is a rule result like any other.
+
+Invariant, checked on every table: raw rows = staged + quarantined + duplicates removed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+import numpy as np
+import pandas as pd
+
+from icp_pipeline.contracts.spec import ColumnSpec, RowRule, Severity, TableContract
+from icp_pipeline.ingest.files import LINEAGE_COLUMNS, MALFORMED_ROW, RAW_KEY, ROW_HASH
+from icp_pipeline.resolve.normalize import normalize_domain
+
+BAD_TYPE = "__bad_type__"
+UNKNOWN_REF = "__unknown_ref__"
+FOLDED = "__folded__"
+EPOCH_DAYS = "__epoch_days__"
+TEXT = "__text__"
+SAMPLE_KEYS = 5
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+
+@dataclass(frozen=True)
+class RowRuleSpec:
+    """One row-level rule of a contract, compiled to a GX expectation."""
+
+    rule_id: str
+    column: str
+    kind: RowRule
+    severity: Severity
+    expectation: gxe.Expectation
+    message: str
+
+
+@dataclass
+class RuleResult:
+    """How one rule fared on one table: counts and a few offending keys as evidence."""
+
+    table: str
+    rule_id: str
+    severity: Severity
+    evaluated: int
+    failed: int
+    sample_keys: list[str] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.failed == 0
+
+
+@dataclass
+class StagedTable:
+    """The outcome of staging one raw table."""
+
+    table: str
+    frame: pd.DataFrame
+    quarantine: pd.DataFrame
+    results: list[RuleResult]
+    raw_rows: int
+    duplicates_removed: int
+
+    @property
+    def quarantined_rows(self) -> int:
+        return len(self.quarantine)
+
+    @property
+    def rows_add_up(self) -> bool:
+        return self.raw_rows == len(self.frame) + self.quarantined_rows + self.duplicates_removed
+
+    @property
+    def blocking_failures(self) -> list[RuleResult]:
+        return [r for r in self.results if r.severity == "block" and not r.passed]
+
+
+def _epoch_days(year: float) -> float:
+    return float((pd.Timestamp(year=int(year), month=1, day=1, tz="UTC") - pd.Timestamp(0, tz="UTC")).days)
+
+
+def _bound(value: float | None, open_end: str) -> str:
+    return open_end if value is None else f"{value:g}"
+
+
+def compile_rules(
+    contract: TableContract, now: dt.datetime, stages: Sequence[str] = ()
+) -> list[RowRuleSpec]:
+    """The GX expectations of a contract's row rules; `now` bounds `not_future` dates."""
+    rules: list[RowRuleSpec] = []
+
+    def add(column: str, spec: ColumnSpec, kind: RowRule, expectation: gxe.Expectation, message: str) -> None:
+        rule_id = f"{column}.{kind}"
+        expectation.meta = {"rule_id": rule_id}
+        rules.append(RowRuleSpec(rule_id, column, kind, spec.severity_of(kind), expectation, message))
+
+    now_days = (pd.Timestamp(now).tz_convert("UTC") - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(days=1)
+    for column, spec in contract.columns.items():
+        if not spec.nullable:
+            present = TEXT + column if spec.type != "string" or spec.normalize else column
+            add(column, spec, "not_null", gxe.ExpectColumnValuesToNotBeNull(column=present), "is missing")
+        if spec.type != "string" or spec.normalize:
+            what = f"a valid {spec.normalize}" if spec.normalize else f"a valid {spec.type}"
+            add(column, spec, "type", gxe.ExpectColumnValuesToBeNull(column=BAD_TYPE + column), f"is not {what}")
+        if spec.min is not None or spec.max is not None:
+            if spec.type == "timestamp":
+                low = _epoch_days(spec.min) if spec.min is not None else None
+                high = _epoch_days(spec.max + 1) if spec.max is not None else None
+                target = EPOCH_DAYS + column
+                bounds = f"in the years {_bound(spec.min, '...')}-{_bound(spec.max, '...')}"
+            else:
+                low, high, target = spec.min, spec.max, column
+                bounds = f"between {_bound(spec.min, '-inf')} and {_bound(spec.max, 'inf')}"
+            expectation = gxe.ExpectColumnValuesToBeBetween(column=target, min_value=low, max_value=high)
+            add(column, spec, "range", expectation, f"is not {bounds}")
+        if spec.not_future:
+            expectation = gxe.ExpectColumnValuesToBeBetween(column=EPOCH_DAYS + column, max_value=float(now_days))
+            add(column, spec, "not_future", expectation, "is in the future")
+        allowed = tuple(stages) if spec.allowed == "$stages" else spec.allowed
+        if allowed:
+            values = sorted({v.lower() for v in allowed}) if spec.case_insensitive else sorted(allowed)
+            target = FOLDED + column if spec.case_insensitive else column
+            expectation = gxe.ExpectColumnValuesToBeInSet(column=target, value_set=values)
+            add(column, spec, "allowed", expectation, "is not one of the known values")
+        if spec.pattern:
+            expectation = gxe.ExpectColumnValuesToMatchRegex(column=column, regex=spec.pattern)
+            add(column, spec, "pattern", expectation, f"does not match {spec.pattern}")
+        if spec.references:
+            ref = spec.references
+            expectation = gxe.ExpectColumnValuesToBeNull(column=UNKNOWN_REF + column)
+            add(column, spec, "references", expectation, f"is not a known {ref.table}.{ref.column}")
+    return rules
+
+
+def _parse(text: pd.Series, spec: ColumnSpec) -> pd.Series:
+    """Typed values; anything that does not parse becomes missing (and is reported by `type`)."""
+    if spec.normalize == "domain":
+        return normalize_domain(text)
+    if spec.type == "integer":
+        number = pd.to_numeric(text.str.strip(), errors="coerce")
+        whole = number.where(np.isfinite(number) & (number == np.floor(number)) & (number.abs() < 2**62))
+        return whole.astype("Int64")
+    if spec.type == "number":
+        number = pd.to_numeric(text.str.strip(), errors="coerce").astype("Float64")
+        return number.where(np.isfinite(number.fillna(0)))
+    if spec.type == "timestamp":
+        return pd.to_datetime(text.str.strip(), format="ISO8601", utc=True, errors="coerce").astype(
+            "datetime64[us, UTC]"
+        )
+    if spec.type == "boolean":
+        folded = text.str.strip().str.lower()
+        flags = pd.Series(pd.NA, index=text.index, dtype="boolean")
+        flags[folded.isin(_TRUE)] = True
+        flags[folded.isin(_FALSE)] = False
+        return flags
+    return text.astype("str")
+
+
+def type_columns(
+    raw: pd.DataFrame,
+    contract: TableContract,
+    reference_keys: dict[str, pd.Index] | None = None,
+) -> pd.DataFrame:
+    """Typed contract columns plus the evidence columns the compiled rules check."""
+    frame = raw.copy()
+    references = reference_keys or {}
+    for column, spec in contract.columns.items():
+        if column not in frame.columns:
+            frame[column] = pd.Series(pd.NA, index=frame.index, dtype="str")
+        text = frame[column].astype("str")
+        typed = _parse(text, spec)
+        if spec.type != "string" or spec.normalize:
+            frame[BAD_TYPE + column] = text.where(text.notna() & typed.isna())
+            frame[TEXT + column] = text
+            if spec.normalize:
+                frame[f"{column}_raw"] = text
+        frame[column] = typed
+        if spec.type == "timestamp":
+            frame[EPOCH_DAYS + column] = (
+                (typed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(days=1)
+            ).astype("Float64")
+        if spec.case_insensitive:
+            frame[FOLDED + column] = typed.str.strip().str.lower()
+        if spec.references:
+            keys = references.get(spec.references.table)
+            if keys is not None:
+                frame[UNKNOWN_REF + column] = typed.where(typed.notna() & ~typed.isin(keys))
+            else:
+                frame[UNKNOWN_REF + column] = pd.Series(pd.NA, index=frame.index, dtype="str")
+    return frame
+
+
+def _gx_context() -> Any:
+    """A fresh ephemeral context per validation (about 10 ms): no state leaks between tables or runs."""
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    return context
+
+
+def run_expectations(frame: pd.DataFrame, rules: Sequence[RowRuleSpec], name: str) -> dict[str, np.ndarray]:
+    """Failing row positions per rule id, as GX reports them (COMPLETE result format)."""
+    if not rules or frame.empty:
+        return {rule.rule_id: np.array([], dtype=np.int64) for rule in rules}
+    context = _gx_context()
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_contract"))
+    for rule in rules:
+        suite.add_expectation(rule.expectation)
+    batch = context.data_sources.add_pandas(f"staging_{name}").add_dataframe_asset(name)
+    validation = context.validation_definitions.add(
+        gx.ValidationDefinition(
+            name=f"{name}_contract", data=batch.add_batch_definition_whole_dataframe("all_rows"), suite=suite
+        )
+    )
+    positional = frame.reset_index(drop=True)
+    outcome = validation.run(batch_parameters={"dataframe": positional}, result_format={"result_format": "COMPLETE"})
+    failing: dict[str, np.ndarray] = {}
+    for result in outcome.results:
+        rule_id = result.expectation_config.meta["rule_id"]
+        if result.exception_info.get("raised_exception"):
+            raise RuntimeError(f"{name}: rule {rule_id} could not be evaluated: {result.exception_info}")
+        failing[rule_id] = np.asarray(result.result.get("unexpected_index_list") or [], dtype=np.int64)
+    return failing
+
+
+def _row_key(frame: pd.DataFrame) -> pd.Series:
+    return frame[RAW_KEY].astype("str") if RAW_KEY in frame else pd.Series(frame.index.astype(str), index=frame.index)
+
+
+def _raw_json(raw: pd.DataFrame) -> pd.Series:
+    """Each row as JSON text, without lineage columns: what the source delivered."""
+    visible = raw.drop(columns=[c for c in raw.columns if c in LINEAGE_COLUMNS and c != MALFORMED_ROW])
+    if visible.empty:
+        return pd.Series([], dtype="str")
+    lines = visible.to_json(orient="records", lines=True, force_ascii=False).splitlines()
+    return pd.Series(lines, index=raw.index, dtype="str")
+
+
+def stage_table(
+    raw: pd.DataFrame,
+    contract: TableContract,
+    *,
+    as_of: dt.date,
+    now: dt.datetime,
+    stages: Sequence[str] = (),
+    reference_keys: dict[str, pd.Index] | None = None,
+    max_bad_share: float | None = None,
+    freshness_days: int | None = None,
+) -> StagedTable:
+    """Type, check, quarantine and deduplicate one raw table (latest cursor wins per key)."""
+    table = contract.table
+    raw = raw.reset_index(drop=True)
+    raw_rows = len(raw)
+    malformed = raw[MALFORMED_ROW].notna() if MALFORMED_ROW in raw else pd.Series(False, index=raw.index)
+    typed = type_columns(raw, contract, reference_keys)
+    rules = compile_rules(contract, now, stages)
+    failing = run_expectations(typed[~malformed.to_numpy()], rules, table) if rules else {}
+    kept_positions = np.flatnonzero(~malformed.to_numpy())
+    keys = _row_key(raw)
+
+    findings: list[pd.DataFrame] = []
+    if malformed.any():
+        findings.append(
+            pd.DataFrame(
+                {
+                    "position": np.flatnonzero(malformed.to_numpy()),
+                    "rule": "row.malformed",
+                    "severity": "error",
+                    "message": "line does not parse as a row of the header's columns",
+                }
+            )
+        )
+    results: list[RuleResult] = [
+        RuleResult(table, "row.malformed", "error", raw_rows, int(malformed.sum()), keys[malformed].head(SAMPLE_KEYS).tolist())
+    ]
+    evaluated = int((~malformed).sum())
+    for rule in rules:
+        positions = kept_positions[failing.get(rule.rule_id, np.array([], dtype=np.int64))]
+        results.append(
+            RuleResult(
+                table, rule.rule_id, rule.severity, evaluated, len(positions),
+                keys.iloc[positions[:SAMPLE_KEYS]].tolist(), rule.message,
+            )
+        )
+        if len(positions):
+            shown = raw[rule.column].iloc[positions].astype("str").fillna("(missing)") if rule.column in raw else ""
+            findings.append(
+                pd.DataFrame(
+                    {
+                        "position": positions,
+                        "rule": rule.rule_id,
+                        "severity": rule.severity,
+                        "message": (f"{rule.column} {rule.message}: " + shown).to_numpy()
+                        if isinstance(shown, pd.Series)
+                        else f"{rule.column} {rule.message}",
+                    }
+                )
+            )
+    found = pd.concat(findings, ignore_index=True) if findings else pd.DataFrame(
+        columns=["position", "rule", "severity", "message"]
+    )
+    errors = found[found["severity"] == "error"]
+    bad_positions = np.unique(errors["position"].to_numpy(dtype=np.int64))
+    quarantine = _quarantine_rows(raw, keys, errors, table)
+
+    good = typed.drop(index=bad_positions)
+    cursor = contract.cursor
+    dedup_key = list(contract.primary_key)
+    order = [cursor, ROW_HASH] if cursor else [ROW_HASH]
+    good = good.sort_values(order, ascending=False, na_position="last", kind="stable")
+    deduplicated = good.drop_duplicates(subset=dedup_key, keep="first")
+    duplicates_removed = len(good) - len(deduplicated)
+    staged = deduplicated.sort_index()
+
+    share = len(bad_positions) / raw_rows if raw_rows else 0.0
+    limit = contract.max_bad_share if max_bad_share is None else max_bad_share
+    results.append(
+        RuleResult(
+            table, "table.bad_share", "block", raw_rows, len(bad_positions) if share > limit else 0,
+            quarantine["row_key"].head(SAMPLE_KEYS).tolist(),
+            f"{share:.1%} of rows quarantined (limit {limit:.0%})",
+        )
+    )
+    unique_ok = not staged.duplicated(subset=dedup_key).any()
+    results.append(RuleResult(table, "table.key_unique", "block", len(staged), 0 if unique_ok else 1, [], "one row per key after deduplication"))
+    if contract.freshness is not None:
+        results.append(_freshness(staged, contract, as_of, freshness_days))
+    frame = staged.drop(columns=[c for c in staged.columns if c.startswith("__")] + [MALFORMED_ROW], errors="ignore")
+    return StagedTable(table, frame.reset_index(drop=True), quarantine, results, raw_rows, duplicates_removed)
+
+
+def _freshness(staged: pd.DataFrame, contract: TableContract, as_of: dt.date, override_days: int | None) -> RuleResult:
+    """The newest value known at the as-of date must be recent enough, or the feed is stale."""
+    assert contract.freshness is not None
+    rule = contract.freshness
+    days = rule.max_age_days if override_days is None else override_days
+    end_of_day = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
+    values = staged[rule.column]
+    newest = values[values < end_of_day].max()
+    stale = pd.isna(newest) or newest < end_of_day - pd.Timedelta(days=days + 1)
+    shown = "none" if pd.isna(newest) else newest.date().isoformat()
+    return RuleResult(
+        contract.table, f"{rule.column}.freshness", rule.severity, len(staged), int(stale), [],
+        f"newest {rule.column} known at {as_of} is {shown}; must be within {days} days",
+    )
+
+
+def _quarantine_rows(raw: pd.DataFrame, keys: pd.Series, errors: pd.DataFrame, table: str) -> pd.DataFrame:
+    """One row per quarantined raw row: its first failing rule and every reason."""
+    columns = ["table", "row_key", "rule", "message", "raw_row", "loaded_at"]
+    if errors.empty:
+        return pd.DataFrame({c: pd.Series(dtype="str") for c in columns})
+    grouped = errors.groupby("position", sort=True).agg(rule=("rule", "first"), message=("message", "; ".join))
+    positions = grouped.index.to_numpy(dtype=np.int64)
+    subset = raw.iloc[positions]
+    loaded = subset["_loaded_at"] if "_loaded_at" in subset else pd.Series(pd.NaT, index=subset.index)
+    return pd.DataFrame(
+        {
+            "table": table,
+            "row_key": keys.iloc[positions].to_numpy(),
+            "rule": grouped["rule"].to_numpy(),
+            "message": grouped["message"].to_numpy(),
+            "raw_row": _raw_json(subset).to_numpy(),
+            "loaded_at": loaded.to_numpy(),
+        }
+    )
+
+
+def results_frame(results: Sequence[RuleResult], as_of: dt.date) -> pd.DataFrame:
+    """Rule results as rows of `icp.contract_results`."""
+    return pd.DataFrame(
+        {
+            "as_of": [as_of] * len(results),
+            "table": [r.table for r in results],
+            "rule": [r.rule_id for r in results],
+            "severity": [r.severity for r in results],
+            "evaluated": [r.evaluated for r in results],
+            "failed": [r.failed for r in results],
+            "passed": [r.passed for r in results],
+            "sample_keys": [json.dumps(r.sample_keys) for r in results],
+            "detail": [r.detail for r in results],
+        }
+    )
