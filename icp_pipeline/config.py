@@ -60,12 +60,55 @@ class ScheduleConfig(_Section):
     timezone: str = "UTC"
 
 
+class Criterion(_Section):
+    """One line of a written ICP: a trait and the values that satisfy it."""
+
+    trait: str
+    values: tuple[str, ...]
+
+
+class WrittenIcp(_Section):
+    """The ICP as the team wrote it down; audited against the data, used for cold start."""
+
+    must_have: tuple[Criterion, ...] = ()
+    nice_to_have: tuple[Criterion, ...] = ()
+    hard_no: tuple[Criterion, ...] = ()
+
+
+class ProfileConfig(_Section):
+    """How the ICP is learned from evidence. Defaults are documented in the README."""
+
+    best_customer_share: float = Field(default=0.2, gt=0, le=1)
+    min_closed_with: int = Field(default=30, ge=1)
+    min_won_with: int = Field(default=5, ge=0)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    must_have_min_win_rate_lift: float = 1.3
+    hard_no_max_win_rate_ratio: float = 0.35
+    cold_start_min_closed: int = 50
+    l2: float = Field(default=2.0, gt=0)
+    custom_columns: tuple[str, ...] = ()
+    written: WrittenIcp | None = None
+    points: dict[str, int] = Field(default_factory=dict)
+    cac: float | None = None
+    gross_margin: float = Field(default=0.8, gt=0, le=1)
+
+
+class TierConfig(_Section):
+    """Minimum fit score per tier. Unset: A = top 5%, B = next 15%, C = next 30% of scored accounts."""
+
+    A: int | None = Field(default=None, ge=0, le=100)
+    B: int | None = Field(default=None, ge=0, le=100)
+    C: int | None = Field(default=None, ge=0, le=100)
+
+
 class IcpConfig(_Section):
     """The whole of `icp.yaml`."""
 
     stages: StageMapping = Field(default_factory=StageMapping)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     contracts: ContractOverrides = Field(default_factory=ContractOverrides)
+    icp: ProfileConfig = Field(default_factory=ProfileConfig)
+    tiers: TierConfig = Field(default_factory=TierConfig)
     contracts_dir: Path | None = None
 
 

@@ -9,6 +9,7 @@ from icp_pipeline.contracts.assets import staging_assets
 from icp_pipeline.ingest.assets import raw_file_drop
 from icp_pipeline.partitions import nightly_partitions
 from icp_pipeline.resources import IcpSettings
+from icp_pipeline.scoring.assets import icp_profile_and_scores, score_validation
 
 NIGHTLY_JOB = "nightly_icp"
 
@@ -36,7 +37,7 @@ def nightly_icp_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest
 
 
 defs = dg.Definitions(
-    assets=[raw_file_drop, *staging_assets],
+    assets=[raw_file_drop, *staging_assets, icp_profile_and_scores, score_validation],
     jobs=[nightly_icp],
     schedules=[nightly_icp_schedule],
     resources={"dlt": DagsterDltResource(), "icp": IcpSettings()},

@@ -1,0 +1,304 @@
+"""From evidence to an operational ICP: criteria, points, tiers, an audit of the written ICP.
+
+A trait becomes a must-have only when three things agree: it is significant after
+multiple-testing correction, deals with it win clearly more often, and the multivariate model
+gives it points of its own (so a trait that merely travels with a real driver is not promoted).
+A hard no needs a significant, near-zero win rate. With too little evidence the profile says
+so instead of inventing criteria.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from icp_pipeline.config import IcpConfig
+from icp_pipeline.profile.evidence import EvidenceRules, trait_evidence, wilson_interval
+from icp_pipeline.profile.outcomes import best_customers, customer_value, opportunity_outcomes
+from icp_pipeline.profile.traits import TRAIT_LABELS, AccountTraits
+from icp_pipeline.scoring.model import (
+    Design,
+    PointsModel,
+    account_points,
+    build_design,
+    fit_logistic,
+    no_signal_model,
+    points_from_coefficients,
+    written_icp_model,
+)
+
+MUST_HAVE, NICE_TO_HAVE, HARD_NO = "must_have", "nice_to_have", "hard_no"
+NEGATIVE, NEUTRAL, INSUFFICIENT = "negative", "neutral", "insufficient_evidence"
+TIER_QUANTILES = {"A": 0.95, "B": 0.80, "C": 0.50}
+
+
+def trait_label(trait: str, value: str) -> str:
+    """Words a rep can read: 'Industry = Software', 'Uses Snowflake'."""
+    label = TRAIT_LABELS.get(trait, trait.replace("_", " ").capitalize())
+    return f"{label} {value}" if trait == "technology" else f"{label} = {value}"
+
+
+@dataclass
+class IcpProfile:
+    """Everything learned at one as-of date."""
+
+    as_of: dt.date
+    evidence: pd.DataFrame
+    model: PointsModel
+    tier_cutoffs: dict[str, int]
+    version: str
+    summary: str
+    metrics: pd.DataFrame
+    audit: pd.DataFrame
+    outcomes: pd.DataFrame
+    closed_deals: int
+    notes: list[str] = field(default_factory=list)
+
+    def items(self, verdict: str) -> pd.DataFrame:
+        return self.evidence[self.evidence["verdict"] == verdict]
+
+
+def _verdicts(evidence: pd.DataFrame, config: IcpConfig) -> pd.Series:
+    rules = config.icp
+    base = evidence["base_win_rate"]
+    verdict = np.select(
+        [
+            ~evidence["sufficient"],
+            evidence["significant"] & (evidence["win_rate_with_high"] < rules.hard_no_max_win_rate_ratio * base),
+            evidence["significant"]
+            & (evidence["win_rate_lift"] >= rules.must_have_min_win_rate_lift)
+            & (evidence["points"] >= 3),
+            evidence["significant"] & (evidence["win_rate_lift"] > 1) & (evidence["points"] > 0),
+            evidence["significant"] & (evidence["win_rate_lift"] < 1),
+        ],
+        [INSUFFICIENT, HARD_NO, MUST_HAVE, NICE_TO_HAVE, NEGATIVE],
+        default=NEUTRAL,
+    )
+    return pd.Series(verdict, index=evidence.index)
+
+
+def tier_cutoffs(scores: np.ndarray, config: IcpConfig, scored_by: str) -> dict[str, int]:
+    """Configured cut-offs, else the score quantiles of today's population (frozen in the profile)."""
+    configured = config.tiers.model_dump()
+    if scored_by == "no_signal":
+        return {"A": 101, "B": 101, "C": 0}
+    cutoffs: dict[str, int] = {}
+    for tier, quantile in TIER_QUANTILES.items():
+        value = configured[tier]
+        cutoffs[tier] = int(value) if value is not None else int(np.ceil(np.quantile(scores, quantile)))
+    cutoffs["B"] = min(cutoffs["B"], cutoffs["A"])
+    cutoffs["C"] = min(cutoffs["C"], cutoffs["B"])
+    return cutoffs
+
+
+def assign_tiers(scores: np.ndarray, disqualified: np.ndarray, cutoffs: dict[str, int]) -> np.ndarray:
+    tiers = np.select(
+        [scores >= cutoffs["A"], scores >= cutoffs["B"], scores >= cutoffs["C"]], ["A", "B", "C"], default="D"
+    )
+    return np.where(disqualified, "D", tiers)
+
+
+def _apply_point_overrides(model: PointsModel, overrides: dict[str, int]) -> PointsModel:
+    """`icp.points: {"industry=Software": 20}` replaces learned points; ops own the final say."""
+    for key, points in overrides.items():
+        trait, _, value = key.partition("=")
+        hit = (model.points["trait"] == trait.strip()) & (model.points["value"] == value.strip())
+        model.points.loc[hit, "points"] = int(points)
+    if overrides:
+        model.notes.append(f"{len(overrides)} point override(s) from icp.yaml")
+    return model
+
+
+def profile_version(payload: dict[str, Any]) -> str:
+    """Content hash: the version changes only when criteria, points or cut-offs change."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _group_metrics(
+    label: str, accounts: pd.Index, opportunities: pd.DataFrame, customers: pd.DataFrame, config: IcpConfig
+) -> dict[str, Any]:
+    opps = opportunities[opportunities["account_id"].isin(accounts)]
+    closed = opps[opps["closed"]]
+    won = closed[closed["won"]]
+    custs = customers[customers["account_id"].isin(accounts)]
+    churn = float(custs["churned"].mean()) if len(custs) else np.nan
+    nrr = np.nan
+    if "first_arr" in custs and custs["first_arr"].notna().any():
+        start = custs["first_arr"].sum()
+        nrr = float(custs["arr"].sum() / start) if start else np.nan
+    avg_value = float(custs["value"].mean()) if len(custs) else np.nan
+    row: dict[str, Any] = {
+        "group": label,
+        "accounts": len(accounts),
+        "closed_deals": len(closed),
+        "win_rate": float(closed["won"].mean()) if len(closed) else np.nan,
+        "avg_deal_size": float(won["amount"].mean()) if len(won) else np.nan,
+        "sales_cycle_days": float(won["cycle_days"].median()) if len(won) else np.nan,
+        "churn_rate": churn,
+        "net_revenue_retention": nrr,
+        "ltv_to_cac": np.nan,
+        "cac_payback_months": np.nan,
+    }
+    if config.icp.cac and len(custs):
+        lifetime_years = 1 / max(churn, 0.05) if not np.isnan(churn) else 1.0
+        ltv = avg_value * config.icp.gross_margin * lifetime_years
+        row["ltv_to_cac"] = ltv / config.icp.cac
+        row["cac_payback_months"] = config.icp.cac / max(avg_value * config.icp.gross_margin / 12, 1e-9)
+    return row
+
+
+def audit_written_icp(
+    config: IcpConfig, evidence: pd.DataFrame, traits: AccountTraits, opportunities: pd.DataFrame
+) -> pd.DataFrame:
+    """Each written criterion: supported, not supported or contradicted, with the numbers."""
+    written = config.icp.written
+    columns = ["section", "trait", "values", "status", "win_rate_with", "win_rate_without", "closed_with", "p_value", "detail"]
+    if written is None:
+        return pd.DataFrame(columns=columns)
+    from icp_pipeline.profile.evidence import long_traits
+
+    pairs = long_traits(traits)
+    closed = opportunities[opportunities["closed"]]
+    rows = []
+    for section, criteria in (("must_have", written.must_have), ("nice_to_have", written.nice_to_have), ("hard_no", written.hard_no)):
+        for criterion in criteria:
+            holders = pairs[(pairs["trait"] == criterion.trait) & pairs["value"].isin(criterion.values)]["account_id"]
+            has = closed["account_id"].isin(holders)
+            a, b = int(closed.loc[has, "won"].sum()), int((~closed.loc[has, "won"]).sum())
+            c, d = int(closed.loc[~has, "won"].sum()), int((~closed.loc[~has, "won"]).sum())
+            p = stats.fisher_exact([[a, b], [c, d]]).pvalue if (a + b) and (c + d) and (a + c) and (b + d) else 1.0
+            with_rate = a / (a + b) if a + b else np.nan
+            without_rate = c / (c + d) if c + d else np.nan
+            better = with_rate > without_rate
+            significant = p < config.icp.alpha and (a + b) >= config.icp.min_closed_with
+            wanted_better = section != "hard_no"
+            if not significant:
+                status = "not supported"
+            elif better == wanted_better:
+                status = "supported"
+            else:
+                status = "contradicted"
+            per_value = evidence[(evidence["trait"] == criterion.trait) & evidence["value"].isin(criterion.values)]
+            weak = per_value[~per_value["verdict"].isin([MUST_HAVE, NICE_TO_HAVE] if wanted_better else [HARD_NO, NEGATIVE])]
+            detail = ""
+            if status == "supported" and len(weak) and len(criterion.values) > 1:
+                detail = "wider than the data supports: " + ", ".join(
+                    f"{v} ({_rate(r)} win rate, n={n})" for v, r, n in weak[["value", "win_rate_with", "closed_with"]].itertuples(index=False)
+                )
+            rows.append([section, criterion.trait, ", ".join(criterion.values), status, with_rate, without_rate, a + b, p, detail])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _rate(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.0%}"
+
+
+def derive_profile(
+    traits: AccountTraits,
+    opportunities: pd.DataFrame,
+    subscriptions: pd.DataFrame | None,
+    config: IcpConfig,
+    as_of: dt.date,
+) -> tuple[IcpProfile, Design]:
+    """Learn evidence, model, tiers and metrics at one as-of date."""
+    rules = config.icp
+    outcomes = opportunity_outcomes(opportunities, config.stages, as_of)
+    customers = customer_value(outcomes, subscriptions, as_of)
+    best = best_customers(customers, rules.best_customer_share)
+    top = best[: EvidenceRules.top_customers]
+    evidence = trait_evidence(
+        traits, outcomes, best, top, EvidenceRules(rules.min_closed_with, rules.min_won_with, rules.alpha)
+    )
+    design = build_design(traits)
+    closed = outcomes[outcomes["closed"]]
+    notes: list[str] = []
+    written_criteria = [(c.trait, c.values) for c in rules.written.must_have] if rules.written else []
+    if len(closed) < rules.cold_start_min_closed:
+        notes.append(f"cold start: only {len(closed)} closed deals (need {rules.cold_start_min_closed})")
+        model = written_icp_model(design, written_criteria) if written_criteria else no_signal_model(design)
+    else:
+        rows = design.account_ids.get_indexer(closed["account_id"].astype("str"))
+        known = rows >= 0
+        intercept, coefficients = fit_logistic(design.matrix[rows[known]], closed["won"].to_numpy()[known], rules.l2)
+        model = points_from_coefficients(intercept, coefficients, design)
+    evidence = evidence.merge(model.points[["trait", "value", "points"]], on=["trait", "value"], how="left")
+    evidence["points"] = evidence["points"].fillna(0).astype(int)
+    evidence["verdict"] = _verdicts(evidence, config)
+    if model.scored_by == "learned" and not evidence["significant"].any():
+        notes.append("insufficient evidence: no trait separates won from lost deals after correction")
+        model = written_icp_model(design, written_criteria) if written_criteria else no_signal_model(design)
+        evidence["points"] = 0
+    model = _apply_point_overrides(model, rules.points)
+    scores, _ = account_points(design, model)
+    disqualified = disqualified_accounts(design, evidence)
+    cutoffs = tier_cutoffs(scores[~disqualified] if (~disqualified).any() else scores, config, model.scored_by)
+    tiers = assign_tiers(scores, disqualified, cutoffs)
+    fit = design.account_ids[np.isin(tiers, ["A", "B"])]
+    non_fit = design.account_ids[~np.isin(tiers, ["A", "B"])]
+    metrics = pd.DataFrame(
+        [_group_metrics("icp_fit", fit, outcomes, customers, config), _group_metrics("non_fit", non_fit, outcomes, customers, config)]
+    )
+    audit = audit_written_icp(config, evidence, traits, outcomes)
+    criteria = evidence[evidence["verdict"].isin([MUST_HAVE, NICE_TO_HAVE, HARD_NO])]
+    version = profile_version(
+        {
+            "criteria": criteria[["trait", "value", "verdict"]].to_dict("records"),
+            "points": model.points[model.points["points"] != 0][["trait", "value", "points"]].to_dict("records"),
+            "base": model.base,
+            "cutoffs": cutoffs,
+            "scored_by": model.scored_by,
+        }
+    )
+    profile = IcpProfile(
+        as_of=as_of,
+        evidence=evidence,
+        model=model,
+        tier_cutoffs=cutoffs,
+        version=version,
+        summary=summarize(evidence, model, len(closed), notes),
+        metrics=metrics,
+        audit=audit,
+        outcomes=outcomes,
+        closed_deals=len(closed),
+        notes=notes + model.notes,
+    )
+    return profile, design
+
+
+def disqualified_accounts(design: Design, evidence: pd.DataFrame) -> np.ndarray:
+    """Accounts holding any hard-no trait value."""
+    hard = evidence[evidence["verdict"] == HARD_NO][["trait", "value"]]
+    if hard.empty:
+        return np.zeros(len(design.account_ids), dtype=bool)
+    columns = design.features.reset_index().merge(hard, on=["trait", "value"])["index"].to_numpy()
+    return np.asarray(design.matrix[:, columns].sum(axis=1)).ravel() > 0
+
+
+def summarize(evidence: pd.DataFrame, model: PointsModel, closed: int, notes: list[str]) -> str:
+    """One paragraph a leader can read."""
+    must = evidence[evidence["verdict"] == MUST_HAVE]
+    hard = evidence[evidence["verdict"] == HARD_NO]
+    if model.scored_by == "no_signal":
+        return (
+            f"Insufficient evidence: across {closed:,} closed deals no trait separates won from lost deals "
+            "after multiple-testing correction. No ICP is derived; every account scores 50."
+        )
+    if model.scored_by == "written_icp":
+        return f"Scored from the written ICP ({'; '.join(notes) or 'cold start'}); the data does not yet support a learned profile."
+    parts = [f"Learned from {closed:,} closed deals."]
+    if len(must):
+        parts.append("Best-fit accounts: " + ", ".join(trait_label(t, v) for t, v in must[["trait", "value"]].itertuples(index=False)) + ".")
+    if len(hard):
+        parts.append("Hard no: " + ", ".join(trait_label(t, v) for t, v in hard[["trait", "value"]].itertuples(index=False)) + ".")
+    return " ".join(parts)
+
+
+__all__ = ["IcpProfile", "derive_profile", "wilson_interval", "trait_label", "assign_tiers", "disqualified_accounts"]

@@ -1,0 +1,142 @@
+"""Dagster wiring of learning and scoring: evidence, profile and scores in one step, then validation."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from icp_pipeline.partitions import nightly_partitions
+from icp_pipeline.profile.derive import HARD_NO, MUST_HAVE, NICE_TO_HAVE, derive_profile
+from icp_pipeline.profile.document import profile_rows, with_evidence_text, write_documents
+from icp_pipeline.profile.learn import read_evidence
+from icp_pipeline.resources import IcpSettings, partition_date
+from icp_pipeline.scoring.score import score_accounts
+from icp_pipeline.scoring.validation import holdout_validation
+from icp_pipeline.warehouse import connect, replace_slice
+
+EVIDENCE = dg.AssetKey(["icp", "icp_evidence"])
+PROFILE = dg.AssetKey(["icp", "icp_profile"])
+SCORES = dg.AssetKey(["icp", "account_scores"])
+VALIDATION = dg.AssetKey(["icp", "score_validation"])
+_STAGED_INPUTS = [
+    dg.AssetKey(["staging", table])
+    for table in ("accounts", "opportunities", "subscriptions", "firmographics", "funding_rounds")
+]
+
+
+def _md(frame: pd.DataFrame, limit: int = 15) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.head(limit).to_markdown(index=False) if len(frame) else "(none)")
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            EVIDENCE,
+            deps=_STAGED_INPUTS,
+            group_name="icp",
+            description="One row per trait value per as-of date: support, lift, win rates with CI, p and q values, verdict.",
+        ),
+        dg.AssetSpec(
+            PROFILE,
+            deps=[EVIDENCE],
+            group_name="icp",
+            description="One row per profile item per as-of date: must-have, nice-to-have, hard no, tier cut-offs, fit metrics, audit.",
+        ),
+        dg.AssetSpec(
+            SCORES,
+            deps=[PROFILE],
+            group_name="icp",
+            description="One row per account per day: fit_score 0-100, tier A-D, hard-no reason, reasons with points.",
+        ),
+    ],
+    partitions_def=nightly_partitions,
+    name="icp_profile_and_scores",
+)
+def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) -> Iterator[Any]:
+    """Learn the ICP from the evidence known at the as-of date and score every account with it."""
+    config = icp.load_config()
+    as_of = partition_date(context)
+    with connect(icp.warehouse_path(), read_only=True) as con:
+        evidence_inputs = read_evidence(con)
+    traits = evidence_inputs.traits(config, as_of)
+    profile, design = derive_profile(
+        traits, evidence_inputs.opportunities, evidence_inputs.subscriptions, config, as_of
+    )
+    scores = score_accounts(profile, design, as_of)
+    evidence = with_evidence_text(profile.evidence).assign(as_of=as_of, profile_version=profile.version)
+    rows = profile_rows(profile)
+    with connect(icp.warehouse_path()) as con:
+        replace_slice(con, "icp", "icp_evidence", evidence, {"as_of": as_of})
+        replace_slice(con, "icp", "icp_profile", rows, {"as_of": as_of})
+        replace_slice(con, "icp", "account_scores", scores, {"as_of": as_of})
+    markdown, page = write_documents(profile, icp.warehouse_path().parent / "reports")
+    context.log.info(f"ICP {profile.version}: {profile.summary}")
+    criteria = evidence[evidence["verdict"].isin([MUST_HAVE, NICE_TO_HAVE, HARD_NO])]
+    yield dg.MaterializeResult(
+        asset_key=EVIDENCE,
+        metadata={
+            "dagster/row_count": len(evidence),
+            "significant_traits": int(evidence["significant"].sum()),
+            "closed_deals": profile.closed_deals,
+            "criteria": _md(criteria[["label", "verdict", "points", "evidence"]]),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=PROFILE,
+        metadata={
+            "profile_version": profile.version,
+            "summary": profile.summary,
+            "scored_by": profile.model.scored_by,
+            "must_have": int((evidence["verdict"] == MUST_HAVE).sum()),
+            "hard_no": int((evidence["verdict"] == HARD_NO).sum()),
+            "document": dg.MetadataValue.path(str(page)),
+            "document_markdown": dg.MetadataValue.path(str(markdown)),
+            "fit_vs_non_fit": _md(profile.metrics),
+            "audit": _md(profile.audit),
+        },
+    )
+    tiers = scores["tier"].value_counts().reindex(list("ABCD"), fill_value=0)
+    yield dg.MaterializeResult(
+        asset_key=SCORES,
+        metadata={
+            "dagster/row_count": len(scores),
+            "profile_version": profile.version,
+            **{f"tier_{tier}": int(count) for tier, count in tiers.items()},
+            "disqualified": int(scores["disqualified"].sum()),
+            "mean_fit_score": float(scores["fit_score"].mean()),
+            "top_accounts": _md(
+                scores.sort_values(["fit_score", "account_id"], ascending=[False, True])[
+                    ["account_id", "fit_score", "tier", "top_positive", "top_negative"]
+                ],
+                10,
+            ),
+        },
+    )
+
+
+@dg.asset(
+    key=VALIDATION,
+    deps=[SCORES],
+    group_name="icp",
+    partitions_def=nightly_partitions,
+    description="One row per validation metric per as-of date: holdout AUC, win rate by tier, tier-A lift, A+B capture.",
+)
+def score_validation(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.MaterializeResult:
+    """Re-learn on older closed deals, test on newer ones: does the score predict wins?"""
+    config = icp.load_config()
+    as_of = partition_date(context)
+    with connect(icp.warehouse_path(), read_only=True) as con:
+        inputs = read_evidence(con)
+    metrics, _ = holdout_validation(
+        inputs.accounts, inputs.opportunities, inputs.subscriptions, inputs.firmographics, inputs.funding_rounds, config, as_of
+    )
+    with connect(icp.warehouse_path()) as con:
+        replace_slice(con, "icp", "score_validation", metrics, {"as_of": as_of})
+    values = metrics.set_index(["metric", "segment"])["value"]
+    figures: dict[str, Any] = {}
+    for metric, segment in (("auc", "all"), ("tier_a_lift", "A"), ("ab_share_of_wins", "A+B"), ("base_win_rate", "all")):
+        if (metric, segment) in values.index and pd.notna(values[(metric, segment)]):
+            figures[metric] = float(values[(metric, segment)])
+    context.log.info(f"holdout: {figures or metrics['note'].iloc[0]}")
+    return dg.MaterializeResult(metadata={**figures, "metrics": _md(metrics[["metric", "segment", "value", "note"]], 20)})

@@ -1,0 +1,174 @@
+"""An additive fit model a rep can read and an ops person can edit: points per trait.
+
+The points come from an L2-regularised logistic regression of won vs lost deals on one-hot
+account traits (regularisation keeps rare traits from getting wild points). Log-odds are then
+mapped linearly onto 0-100, so points add: score = base + sum of the account's trait points,
+with no hidden clipping. One log-odds unit is worth at most 20 points, so a model that
+learned little produces scores near 50 instead of stretching noise across the scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, sparse
+
+from icp_pipeline.profile.traits import TECHNOLOGY, UNKNOWN, AccountTraits
+
+MAX_POINTS_PER_LOGIT = 20.0
+SCORE_SPAN = 90.0
+ScoredBy = Literal["learned", "written_icp", "no_signal"]
+
+
+@dataclass(frozen=True)
+class Design:
+    """Accounts x trait-value indicator matrix and the names of its columns."""
+
+    matrix: sparse.csr_matrix
+    features: pd.DataFrame  # trait, value, group (single-valued trait name or "technology")
+    account_ids: pd.Index
+
+
+@dataclass
+class PointsModel:
+    """The editable model: a base and integer points per (trait, value)."""
+
+    base: int
+    points: pd.DataFrame  # trait, value, points, coefficient
+    scored_by: ScoredBy
+    intercept: float = 0.0
+    scale: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def lookup(self) -> dict[tuple[str, str], int]:
+        return {(t, v): int(p) for t, v, p in self.points[["trait", "value", "points"]].itertuples(index=False)}
+
+
+def build_design(traits: AccountTraits, min_tech_accounts: int = 1) -> Design:
+    """One-hot columns for every level of every single-valued trait (unknown included) and each technology."""
+    frame = traits.accounts
+    ids = pd.Index(frame["account_id"].astype("str"))
+    blocks, names = [], []
+    for trait in [c for c in frame.columns if c != "account_id"]:
+        codes = frame[trait].astype("category")
+        categories = list(codes.cat.categories)
+        rows = np.arange(len(frame))
+        block = sparse.csr_matrix(
+            (np.ones(len(frame)), (rows, codes.cat.codes.to_numpy())), shape=(len(frame), len(categories))
+        )
+        blocks.append(block)
+        names += [(trait, str(value), trait) for value in categories]
+    tech = traits.technologies
+    counts = tech[TECHNOLOGY].value_counts()
+    kept = sorted(counts[counts >= min_tech_accounts].index)
+    if kept:
+        tech = tech[tech[TECHNOLOGY].isin(kept)]
+        rows = ids.get_indexer(tech["account_id"].astype("str"))
+        cols = pd.Index(kept).get_indexer(tech[TECHNOLOGY])
+        valid = rows >= 0
+        block = sparse.csr_matrix(
+            (np.ones(valid.sum()), (rows[valid], cols[valid])), shape=(len(frame), len(kept))
+        )
+        blocks.append(block)
+        names += [(TECHNOLOGY, value, TECHNOLOGY) for value in kept]
+    matrix = sparse.hstack(blocks, format="csr") if blocks else sparse.csr_matrix((len(frame), 0))
+    return Design(matrix, pd.DataFrame(names, columns=["trait", "value", "group"]), ids)
+
+
+def fit_logistic(x: sparse.csr_matrix, won: np.ndarray, l2: float = 2.0) -> tuple[float, np.ndarray]:
+    """Penalised maximum likelihood (intercept not penalised); deterministic L-BFGS."""
+    y = won.astype(float)
+    n_features = x.shape[1]
+    prior = np.clip(y.mean(), 1e-6, 1 - 1e-6)
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = w[0] + x @ w[1:]
+        p = 1.0 / (1.0 + np.exp(-z))
+        nll = np.sum(np.logaddexp(0.0, z) - y * z)
+        residual = p - y
+        grad = np.concatenate([[residual.sum()], x.T @ residual + l2 * w[1:]])
+        return nll + 0.5 * l2 * float(w[1:] @ w[1:]), grad
+
+    start = np.concatenate([[np.log(prior / (1 - prior))], np.zeros(n_features)])
+    result = optimize.minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": 500})
+    return float(result.x[0]), result.x[1:]
+
+
+def points_from_coefficients(intercept: float, coefficients: np.ndarray, design: Design) -> PointsModel:
+    """Map log-odds linearly onto the score scale; points centred per trait on the average account."""
+    features = design.features.assign(coefficient=coefficients)
+    single = features[features["group"] != TECHNOLOGY]
+    tech = features[features["group"] == TECHNOLOGY]
+    counts = np.asarray(design.matrix.sum(axis=0)).ravel()
+    features["accounts"] = counts
+    mean_per_group = (
+        features[features["group"] != TECHNOLOGY]
+        .assign(weighted=lambda f: f["coefficient"] * f["accounts"])
+        .groupby("group")["weighted"]
+        .sum()
+        / max(len(design.account_ids), 1)
+    )
+    group_max = single.groupby("group")["coefficient"].max()
+    group_min = single.groupby("group")["coefficient"].min()
+    top = intercept + group_max.sum() + tech["coefficient"].clip(lower=0).sum()
+    bottom = intercept + group_min.sum() + tech["coefficient"].clip(upper=0).sum()
+    span = max(top - bottom, 1e-9)
+    middle = (top + bottom) / 2
+    scale = min(MAX_POINTS_PER_LOGIT, SCORE_SPAN / span)
+    while True:
+        centred = features["coefficient"] - features["group"].map(mean_per_group).fillna(0.0)
+        points = np.rint(scale * centred).astype(int)
+        base = int(np.rint(50 + scale * (intercept - middle + mean_per_group.sum())))
+        with_points = features.assign(points=points)
+        singles = with_points[with_points["group"] != TECHNOLOGY].groupby("group")["points"]
+        techs = with_points.loc[with_points["group"] == TECHNOLOGY, "points"]
+        highest = base + singles.max().sum() + techs.clip(lower=0).sum()
+        lowest = base + singles.min().sum() + techs.clip(upper=0).sum()
+        if 0 <= lowest and highest <= 100:
+            break
+        scale *= 0.95
+    table = with_points[["trait", "value", "points", "coefficient"]].reset_index(drop=True)
+    return PointsModel(base=base, points=table, scored_by="learned", intercept=intercept, scale=scale)
+
+
+def account_points(design: Design, model: PointsModel) -> tuple[np.ndarray, pd.DataFrame]:
+    """Each account's score and its (account_id, trait, value, points) items with non-zero points."""
+    lookup = model.lookup()
+    vector = np.array(
+        [lookup.get((t, v), 0) for t, v in design.features[["trait", "value"]].itertuples(index=False)],
+        dtype=np.int64,
+    )
+    scores = model.base + design.matrix @ vector
+    coo = design.matrix.tocoo()
+    item_points = vector[coo.col]
+    keep = item_points != 0
+    items = pd.DataFrame(
+        {
+            "account_id": design.account_ids.to_numpy()[coo.row[keep]],
+            "trait": design.features["trait"].to_numpy()[coo.col[keep]],
+            "value": design.features["value"].to_numpy()[coo.col[keep]],
+            "points": item_points[keep],
+        }
+    )
+    return np.asarray(scores).astype(np.int64), items
+
+
+def no_signal_model(design: Design) -> PointsModel:
+    """Every account scores 50: the evidence cannot tell fit from non-fit, and the score says so."""
+    table = design.features[["trait", "value"]].assign(points=0, coefficient=0.0)
+    return PointsModel(base=50, points=table, scored_by="no_signal", notes=["insufficient evidence"])
+
+
+def written_icp_model(design: Design, criteria: list[tuple[str, tuple[str, ...]]]) -> PointsModel:
+    """Cold start: points from the written ICP, 70 shared equally by its must-have criteria."""
+    share = 70 / max(len(criteria), 1)
+    table = design.features[["trait", "value"]].assign(points=0, coefficient=0.0)
+    for trait, values in criteria:
+        hit = (table["trait"] == trait) & table["value"].isin(values) & (table["value"] != UNKNOWN)
+        # Several technologies can hit at once; split the share so a criterion never exceeds it.
+        each = share / len(values) if trait == TECHNOLOGY else share
+        table.loc[hit, "points"] = int(each)
+    return PointsModel(base=30, points=table, scored_by="written_icp", notes=["cold start: written ICP"])
