@@ -113,7 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from icp_pipeline.definitions import NIGHTLY_JOB, defs
+    from icp_pipeline.runner import run_nightly
 
     source_dir = Path(args.source_dir) if args.source_dir else settings.default_source_dir()
     warehouse = Path(args.warehouse) if args.warehouse else settings.default_warehouse()
@@ -125,22 +125,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     instance = dg.DagsterInstance.get()
     _say(f"icp run: as of {as_of}, source {source_dir}, warehouse {warehouse}")
     started = time.perf_counter()
-    result = defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
-        partition_key=as_of.isoformat(),
-        instance=instance,
-        raise_on_error=False,
-        run_config={
-            "resources": {
-                "icp": {
-                    "config": {
-                        "source_dir": str(source_dir.resolve()),
-                        "warehouse": str(warehouse.resolve()),
-                        "config_file": str(Path(args.config).resolve()) if args.config else "",
-                    }
-                }
-            },
-            "loggers": {"console": {"config": {"log_level": "INFO"}}},
-        },
+    result = run_nightly(
+        source_dir, warehouse, as_of, instance, Path(args.config) if args.config else None
     )
     elapsed = time.perf_counter() - started
     if not result.success:

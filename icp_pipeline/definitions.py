@@ -9,9 +9,9 @@ from icp_pipeline.contracts.assets import staging_assets
 from icp_pipeline.ingest.assets import raw_file_drop
 from icp_pipeline.partitions import nightly_partitions
 from icp_pipeline.resources import IcpSettings
+from icp_pipeline.runner import NIGHTLY_JOB
 from icp_pipeline.scoring.assets import icp_profile_and_scores, score_validation
 
-NIGHTLY_JOB = "nightly_icp"
 
 nightly_icp = dg.define_asset_job(
     NIGHTLY_JOB,

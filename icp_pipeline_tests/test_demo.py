@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from icp_pipeline.bands import EMPLOYEE_LABELS, employee_band
-from icp_pipeline.demo.generate import DEMO_AS_OF, DemoSpec, generate_demo
+from icp_pipeline.demo.generate import DEMO_AS_OF, WIN_INTERCEPT, DemoSpec, generate_demo
 
 AS_OF = pd.Timestamp(DEMO_AS_OF)
 N = 5000
@@ -349,7 +349,7 @@ def test_planted_icp_shapes_win_rates(planted: tuple[Path, dict[str, Any]]) -> N
     out, truth = planted
     assert [m["value"] for m in truth["must_have"]] == ["Software", "201-1000", "Snowflake"]
     assert [h["value"] for h in truth["hard_no"]] == ["Government", "1-10"]
-    assert truth["win_model"]["intercept"] == -1.6 and truth["drift"] is None
+    assert truth["win_model"]["intercept"] == WIN_INTERCEPT and truth["drift"] is None
     rates = _closed_opps(out).groupby("industry")["won"].mean()
     others = rates.drop(["Software", "Government"])
     assert rates["Software"] > others.max() + 0.1

@@ -66,16 +66,16 @@ SNOWFLAKE_SHARE = 0.20
 MAX_EMPLOYEES = 200_000
 
 # Planted win model (applies to every opportunity; drawn only for closed ones).
-WIN_INTERCEPT = -1.6
+WIN_INTERCEPT = -2.0
 MUST_HAVE_TERMS: tuple[tuple[str, str, float], ...] = (
-    ("industry", "Software", 1.2),
-    ("employee_band", "201-1000", 1.0),
-    ("technology", "Snowflake", 0.9),
+    ("industry", "Software", 1.3),
+    ("employee_band", "201-1000", 1.1),
+    ("technology", "Snowflake", 1.0),
 )
 HARD_NO: tuple[tuple[str, str], ...] = (("industry", "Government"), ("employee_band", "1-10"))
 HARD_NO_PROBABILITY = 0.02
 DRIFT_REPLACES = ("industry", "Software")
-DRIFT_TERM: tuple[str, str, float] = ("industry", "Healthcare", 1.4)
+DRIFT_TERM: tuple[str, str, float] = ("industry", "Healthcare", 1.5)
 NULL_WIN_PROBABILITY = 0.25
 CHURN_FIT, CHURN_NON_FIT, CHURN_NULL = 0.10, 0.35, 0.25
 EXPANSION_PROBABILITY = 0.15
@@ -315,13 +315,14 @@ def _win_probability(spec: DemoSpec, comp: _Companies, acct: np.ndarray, created
     industry = comp.industry[acct]
     band = comp.band[acct]
     snowflake = (comp.tech_mask[acct] >> _SNOWFLAKE_BIT) & 1
-    software_term = 1.2 * (industry == _SOFTWARE)
-    logit = WIN_INTERCEPT + 1.0 * (band == _BAND_FIT) + 0.9 * snowflake
+    coefficient = {value: weight for _, value, weight in MUST_HAVE_TERMS}
+    software_term = coefficient["Software"] * (industry == _SOFTWARE)
+    logit = WIN_INTERCEPT + coefficient["201-1000"] * (band == _BAND_FIT) + coefficient["Snowflake"] * snowflake
     if spec.drift_date is None:
         logit = logit + software_term
     else:
         after = created >= tx.day_number(spec.drift_date)
-        logit = logit + np.where(after, 1.4 * (industry == _HEALTHCARE), software_term)
+        logit = logit + np.where(after, DRIFT_TERM[2] * (industry == _HEALTHCARE), software_term)
     p = 1.0 / (1.0 + np.exp(-logit))
     hard_no = (industry == _GOVERNMENT) | (band == _BAND_TINY)
     return np.where(hard_no, HARD_NO_PROBABILITY, p)

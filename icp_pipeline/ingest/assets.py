@@ -52,6 +52,7 @@ class RawTableTranslator(DagsterDltTranslator):
     name="raw_file_drop",
     dagster_dlt_translator=RawTableTranslator(),
     partitions_def=nightly_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(1),
 )
 def raw_file_drop(
     context: dg.AssetExecutionContext, dlt: DagsterDltResource, icp: IcpSettings

@@ -1,0 +1,270 @@
+"""Map external feed rows to CRM accounts by normalised domain, then by normalised name.
+
+Precedence, per feed row:
+
+1. ``domain``: the normalised domain equals an account's normalised domain. A domain is
+   the most reliable key a feed carries, so it always wins over the name.
+2. ``name``: tried whenever step 1 gave no account, i.e. the row has no usable domain
+   *or* its domain is unknown to the CRM (accounts often store a different web property
+   than the feed, e.g. ``corporate.x.com`` vs ``x.com``). The normalised name must equal
+   the normalised name of exactly one account.
+3. ``ambiguous_name``: the normalised name belongs to several accounts. Not guessed:
+   picking one would silently attach signals to the wrong account.
+4. ``unmatched``: nothing usable matched.
+
+Ties on the domain are resolved, not reported: when several accounts share a
+normalised domain (CRM duplicates, subsidiaries registered under the parent's site),
+the account with the smallest ``account_id`` owns the domain. That is deterministic
+and keeps domain matching total; the alternative of refusing such domains would drop
+the strongest key exactly for the largest customers, which have the most duplicates.
+Names, being much weaker evidence, get the opposite rule (ambiguous -> no match).
+
+Everything is vectorised: keys are normalised with pyarrow-backed string kernels
+(:mod:`icp_pipeline.resolve.normalize`) and looked up with a hash join
+(``pyarrow.compute.index_in``) against the de-duplicated account keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from icp_pipeline.resolve.normalize import (
+    STR_DTYPE,
+    map_chunks,
+    normalize_domain,
+    normalize_name,
+)
+
+__all__ = [
+    "AccountIndex",
+    "MatchMethod",
+    "build_account_index",
+    "match_feed",
+    "match_summary",
+]
+
+
+class MatchMethod(StrEnum):
+    """How a feed row was attached to an account (values of ``match_method``)."""
+
+    DOMAIN = "domain"
+    NAME = "name"
+    AMBIGUOUS_NAME = "ambiguous_name"
+    UNMATCHED = "unmatched"
+
+
+#: Category order of the ``match_method`` column and of :func:`match_summary`.
+MATCH_METHODS: tuple[MatchMethod, ...] = (
+    MatchMethod.DOMAIN,
+    MatchMethod.NAME,
+    MatchMethod.AMBIGUOUS_NAME,
+    MatchMethod.UNMATCHED,
+)
+_CODE = {m: i for i, m in enumerate(MATCH_METHODS)}
+
+ACCOUNT_COLUMNS: tuple[str, str, str] = ("account_id", "name", "domain")
+
+
+@dataclass(frozen=True)
+class AccountIndex:
+    """Lookup tables built once from the CRM accounts, reused for every feed.
+
+    Attributes:
+        by_domain: Series indexed by unique normalised domain, values ``account_id``
+            (the smallest ``account_id`` among accounts sharing the domain).
+        by_name: DataFrame indexed by unique normalised name with columns
+            ``account_id`` (missing when ambiguous) and ``n_accounts`` (number of
+            distinct accounts carrying that name; ``> 1`` means ambiguous).
+
+    ``account_id`` keeps the accounts' dtype, made nullable (integers become ``Int64``)
+    so that unmatched rows can hold a missing id without turning ids into floats.
+    """
+
+    by_domain: pd.Series
+    by_name: pd.DataFrame
+
+    @property
+    def ambiguous_names(self) -> pd.Index:
+        """Normalised names shared by more than one account (never name-matched)."""
+        return self.by_name.index[self.by_name["n_accounts"].to_numpy() > 1]
+
+
+def build_account_index(accounts: pd.DataFrame) -> AccountIndex:
+    """Normalise the accounts' domains and names and de-duplicate them into lookups.
+
+    ``accounts`` needs columns ``account_id``, ``name`` and ``domain``. Rows without an
+    ``account_id`` are ignored; rows whose domain or name normalises to missing simply
+    contribute nothing to that lookup. Shared domains go to the smallest ``account_id``
+    (see the module docstring); shared names are marked ambiguous. The same account
+    listed twice under one name is not ambiguous.
+    """
+    missing = [c for c in ACCOUNT_COLUMNS if c not in accounts.columns]
+    if missing:
+        raise KeyError(f"accounts is missing column(s) {missing}; need {ACCOUNT_COLUMNS}")
+
+    ids = accounts["account_id"]
+    keep = ids.notna().to_numpy()
+    frame = pd.DataFrame(
+        {
+            "account_id": _nullable(ids[keep]).array,
+            "norm_domain": normalize_domain(accounts["domain"][keep]).array,
+            "norm_name": normalize_name(accounts["name"][keep]).array,
+        }
+    )
+
+    by_domain = (
+        frame.loc[frame["norm_domain"].notna(), ["norm_domain", "account_id"]]
+        .groupby("norm_domain", sort=False)["account_id"]
+        .min()
+    )
+    by_domain.index.name = "norm_domain"
+
+    names = frame.loc[frame["norm_name"].notna(), ["norm_name", "account_id"]]
+    by_name = (
+        names.drop_duplicates()
+        .groupby("norm_name", sort=False)["account_id"]
+        .agg(account_id="min", n_accounts="size")
+    )
+    by_name["n_accounts"] = by_name["n_accounts"].astype(np.int64)
+    by_name["account_id"] = by_name["account_id"].mask(by_name["n_accounts"] > 1)
+    return AccountIndex(by_domain=by_domain, by_name=by_name)
+
+
+def match_feed(
+    feed: pd.DataFrame,
+    index: AccountIndex,
+    domain_col: str | None = "domain",
+    name_col: str | None = "company_name",
+) -> pd.DataFrame:
+    """Attach ``account_id`` to every feed row that identifies a CRM account.
+
+    Returns a copy of ``feed`` (same row order, same index, original columns untouched)
+    with four columns added, overwriting columns of the same name:
+
+    * ``norm_domain``, ``norm_name``: the normalised keys, kept for auditing misses;
+    * ``account_id``: the matched account, missing unless matched by domain or name;
+    * ``match_method``: a categorical of :class:`MatchMethod` values.
+
+    Pass ``domain_col=None`` or ``name_col=None`` for feeds that only carry one of the
+    two (e.g. job postings with a company name only); a named column that does not
+    exist raises ``KeyError`` instead of silently matching nothing.
+    """
+    n = len(feed)
+    norm_domain = _normalized(feed, domain_col, normalize_domain)
+    norm_name = _normalized(feed, name_col, normalize_name)
+
+    by_domain = index.by_domain
+    by_name_id = index.by_name["account_id"]
+    n_dom = len(by_domain)
+
+    # Positions into the candidate array [domain ids..., name ids...]; -1 = no account.
+    dom_pos = _lookup(norm_domain, by_domain.index)
+    pos = dom_pos.copy()
+    method = np.full(n, _CODE[MatchMethod.UNMATCHED], dtype=np.int8)
+    by_dom = dom_pos >= 0
+    method[by_dom] = _CODE[MatchMethod.DOMAIN]
+
+    need_name = ~by_dom & norm_name.notna().to_numpy()
+    if need_name.any():
+        name_pos = np.full(n, -1, dtype=np.int64)
+        name_pos[need_name] = _lookup(norm_name[need_name], by_name_id.index)
+        found = name_pos >= 0
+        ambiguous = np.zeros(n, dtype=bool)
+        ambiguous[found] = index.by_name["n_accounts"].to_numpy()[name_pos[found]] > 1
+        by_nm = found & ~ambiguous
+        pos[by_nm] = n_dom + name_pos[by_nm]
+        method[by_nm] = _CODE[MatchMethod.NAME]
+        method[ambiguous] = _CODE[MatchMethod.AMBIGUOUS_NAME]
+
+    candidates = pd.concat([by_domain, by_name_id], ignore_index=True).array
+    out = feed.copy()
+    out["norm_domain"] = norm_domain.array
+    out["norm_name"] = norm_name.array
+    out["account_id"] = candidates.take(pos, allow_fill=True)
+    out["match_method"] = pd.Categorical.from_codes(method, categories=[str(m) for m in MATCH_METHODS])
+    return out
+
+
+def match_summary(matched: pd.DataFrame) -> pd.DataFrame:
+    """Rows and share of rows per ``match_method``, every method listed (zeros too).
+
+    Returns columns ``match_method``, ``rows``, ``share`` in :data:`MATCH_METHODS`
+    order; ``share`` is 0.0 for an empty feed rather than NaN.
+    """
+    counts = (
+        matched["match_method"]
+        .astype(STR_DTYPE)
+        .value_counts()
+        .reindex([str(m) for m in MATCH_METHODS], fill_value=0)
+        .astype(np.int64)
+    )
+    total = int(counts.sum())
+    shares = counts / total if total else counts.astype(np.float64) * 0.0
+    return pd.DataFrame(
+        {
+            "match_method": counts.index.to_numpy(dtype=object),
+            "rows": counts.to_numpy(),
+            "share": shares.to_numpy(dtype=np.float64),
+        }
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _normalized(feed: pd.DataFrame, col: str | None, func: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """Normalise ``feed[col]`` on a RangeIndex; all-missing when ``col`` is None."""
+    if col is None:
+        return pd.Series(pd.array([None] * len(feed), dtype=STR_DTYPE))
+    if col not in feed.columns:
+        raise KeyError(f"feed has no column {col!r}; pass None to skip it")
+    return func(pd.Series(feed[col].array, copy=False))
+
+
+def _lookup(keys: pd.Series, table: pd.Index) -> np.ndarray:
+    """Position of each key in ``table`` (unique keys) or -1; missing keys give -1.
+
+    A hash join via ``pyarrow.compute.index_in`` (several times faster than
+    ``Index.get_indexer`` on millions of string keys), run chunk-parallel.
+    """
+    if len(table) == 0 or len(keys) == 0:
+        return np.full(len(keys), -1, dtype=np.int64)
+    value_set = _arrow(table.astype(STR_DTYPE))
+
+    def probe(chunk: pd.Series) -> pd.Series:
+        found = pc.index_in(_arrow(chunk), value_set=value_set).fill_null(-1)
+        return pd.Series(found.to_numpy(zero_copy_only=False).astype(np.int64))
+
+    positions = map_chunks(probe, pd.Series(keys.astype(STR_DTYPE).array, copy=False))
+    return positions.to_numpy(dtype=np.int64)
+
+
+def _arrow(values: pd.Series | pd.Index) -> pa.Array:
+    """String values as one contiguous pyarrow array (via ``__arrow_array__``)."""
+    arr = pa.array(values.array)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _nullable(ids: pd.Series) -> pd.Series:
+    """Integer ids as ``Int64`` so that a missing id never turns the column into floats.
+
+    Whole-number float ids (integer ids read from a column that also held blanks) are
+    turned back into ``Int64`` too; any other dtype is kept as is.
+    """
+    dtype = ids.dtype
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype):
+        return ids
+    if pd.api.types.is_integer_dtype(dtype):
+        return ids.astype("Int64")
+    if pd.api.types.is_float_dtype(dtype):
+        values = ids.to_numpy()
+        if np.isfinite(values).all() and (values == np.round(values)).all():
+            return ids.astype("Int64")
+    return ids

@@ -1,0 +1,46 @@
+"""Run the nightly job in-process for one as-of date: what `icp run` and the tests call."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+
+NIGHTLY_JOB = "nightly_icp"
+
+
+def run_nightly(
+    source_dir: Path,
+    warehouse: Path,
+    as_of: dt.date,
+    instance: dg.DagsterInstance,
+    config_file: Path | None = None,
+    selection: str | None = None,
+    log_level: str = "INFO",
+) -> dg.ExecuteInProcessResult:
+    """Materialize the nightly job's partition for `as_of`; failures are in the result, not raised."""
+    from icp_pipeline.definitions import defs
+
+    job = defs.resolve_job_def(NIGHTLY_JOB)
+    keys = (
+        list(dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())) if selection else None
+    )
+    return job.execute_in_process(
+        partition_key=as_of.isoformat(),
+        instance=instance,
+        raise_on_error=False,
+        asset_selection=keys,
+        run_config={
+            "resources": {
+                "icp": {
+                    "config": {
+                        "source_dir": str(source_dir.resolve()),
+                        "warehouse": str(warehouse.resolve()),
+                        "config_file": str(config_file.resolve()) if config_file else "",
+                    }
+                }
+            },
+            "loggers": {"console": {"config": {"log_level": log_level}}},
+        },
+    )
