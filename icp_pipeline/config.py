@@ -101,6 +101,81 @@ class TierConfig(_Section):
     C: int | None = Field(default=None, ge=0, le=100)
 
 
+class FundingTrigger(_Section):
+    window_days: int = Field(default=90, ge=1)
+    min_amount_usd: float = 0.0
+
+
+class HiringSurgeTrigger(_Section):
+    """Postings in the recent window against the account's own monthly baseline before it."""
+
+    recent_days: int = Field(default=30, ge=1)
+    baseline_days: int = Field(default=180, ge=30)
+    min_postings: int = Field(default=5, ge=1)
+    min_ratio: float = Field(default=3.0, gt=0)
+    departments: tuple[str, ...] = ()
+
+
+class LeadershipTrigger(_Section):
+    """A C-level, VP or head-of joined or was promoted, optionally only in some functions."""
+
+    window_days: int = Field(default=90, ge=1)
+    change_types: tuple[str, ...] = ("joined", "promoted")
+    levels: tuple[str, ...] = ("c_level", "vp", "head")
+    functions: tuple[str, ...] = ()
+
+
+class ObservationTrigger(_Section):
+    """Change between two firmographic observations, the later one inside the window."""
+
+    window_days: int = Field(default=60, ge=1)
+    min_growth: float = 0.2
+    watch: tuple[str, ...] = ()
+
+
+class TriggerConfig(_Section):
+    funding: FundingTrigger = Field(default_factory=FundingTrigger)
+    hiring_surge: HiringSurgeTrigger = Field(default_factory=HiringSurgeTrigger)
+    leadership_change: LeadershipTrigger = Field(default_factory=LeadershipTrigger)
+    headcount_growth: ObservationTrigger = Field(default_factory=ObservationTrigger)
+    tech_change: ObservationTrigger = Field(default_factory=ObservationTrigger)
+
+
+class ChannelConfig(_Section):
+    """An alert channel: `outbox` (JSONL file, default), `slack` or `webhook` (URL from the environment)."""
+
+    kind: str = "outbox"
+    url_env: str | None = None
+    path: Path | None = None
+
+
+class AlertConfig(_Section):
+    """Who gets alerted, how often, through which channels."""
+
+    min_tier: str = Field(default="B", pattern="^[ABCD]$")
+    channels: tuple[ChannelConfig, ...] = (ChannelConfig(),)
+    fallback_recipient: str = "revops"
+    daily_cap_per_owner: int = Field(default=10, ge=1)
+    cooldown_days: int = Field(default=30, ge=0)
+    max_attempts: int = Field(default=20, ge=1)
+    crm_url_template: str | None = None
+    max_pending_age_hours: int = Field(default=48, ge=1)
+
+
+class DriftConfig(_Section):
+    """ICP drift monitoring: reference window, cohort minimums, thresholds (PSI 0.1 watch, 0.2 flag)."""
+
+    reference_months: int = Field(default=12, ge=1)
+    reference_window_months: int = Field(default=12, ge=1)
+    min_cohort_deals: int = Field(default=40, ge=1)
+    min_cohort_wins: int = Field(default=8, ge=1)
+    min_closed_share: float = Field(default=0.6, ge=0, le=1)
+    min_auc_drop: float = Field(default=0.05, ge=0)
+    min_tier_a_lift: float = 1.5
+    psi_watch: float = 0.1
+    psi_flag: float = 0.2
+
+
 class IcpConfig(_Section):
     """The whole of `icp.yaml`."""
 
@@ -109,6 +184,9 @@ class IcpConfig(_Section):
     contracts: ContractOverrides = Field(default_factory=ContractOverrides)
     icp: ProfileConfig = Field(default_factory=ProfileConfig)
     tiers: TierConfig = Field(default_factory=TierConfig)
+    triggers: TriggerConfig = Field(default_factory=TriggerConfig)
+    alerts: AlertConfig = Field(default_factory=AlertConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
     contracts_dir: Path | None = None
 
 

@@ -1,17 +1,18 @@
 """The one root: assembles every domain's assets, the nightly job, its schedule and resources."""
 
-
 import dagster as dg
 from dagster_dlt import DagsterDltResource
 
+from icp_pipeline.alerts.assets import alerts
 from icp_pipeline.config import load_config
 from icp_pipeline.contracts.assets import staging_assets
+from icp_pipeline.drift.assets import drift_metrics_asset
 from icp_pipeline.ingest.assets import raw_file_drop
 from icp_pipeline.partitions import nightly_partitions
 from icp_pipeline.resources import IcpSettings
 from icp_pipeline.runner import NIGHTLY_JOB
 from icp_pipeline.scoring.assets import icp_profile_and_scores, score_validation
-
+from icp_pipeline.triggers.assets import trigger_events
 
 nightly_icp = dg.define_asset_job(
     NIGHTLY_JOB,
@@ -37,7 +38,7 @@ def nightly_icp_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest
 
 
 defs = dg.Definitions(
-    assets=[raw_file_drop, *staging_assets, icp_profile_and_scores, score_validation],
+    assets=[raw_file_drop, *staging_assets, icp_profile_and_scores, score_validation, trigger_events, alerts, drift_metrics_asset],
     jobs=[nightly_icp],
     schedules=[nightly_icp_schedule],
     resources={"dlt": DagsterDltResource(), "icp": IcpSettings()},

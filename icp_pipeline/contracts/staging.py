@@ -84,7 +84,9 @@ def stage(
         max_bad_share=config.contracts.max_bad_share.get(table),
         freshness_days=config.contracts.freshness_days.get(table),
     )
-    if not raw_present:
+    if not raw_present and not contract.file_required:
+        # No rows ever delivered for an optional file: its absence is allowed, so is its staleness.
+        # A required file that delivered no rows (header only) keeps its freshness rule and blocks.
         staged.results = [r for r in staged.results if not r.rule_id.endswith(".freshness")]
     summary = None
     if table in FEED_TABLES:

@@ -190,8 +190,9 @@ def type_columns(
                 frame[f"{column}_raw"] = text
         frame[column] = typed
         if spec.type == "timestamp":
+            # In microseconds like `typed`: a nanosecond epoch would overflow on dates such as 9999-12-31.
             frame[EPOCH_DAYS + column] = (
-                (typed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(days=1)
+                (typed - pd.Timestamp(0, tz="UTC").as_unit("us")) / pd.Timedelta(days=1).as_unit("us")
             ).astype("Float64")
         if spec.case_insensitive:
             frame[FOLDED + column] = typed.str.strip().str.lower()
@@ -319,8 +320,10 @@ def stage_table(
     good = typed.drop(index=bad_positions)
     cursor = contract.cursor
     dedup_key = list(contract.primary_key)
-    order = [cursor, ROW_HASH] if cursor else [ROW_HASH]
-    good = good.sort_values(order, ascending=False, na_position="last", kind="stable")
+    # A frame without lineage columns (no file delivered, or a hand-built frame) has no `_row_hash`.
+    order = [c for c in (cursor, ROW_HASH) if c and c in good.columns]
+    if order:
+        good = good.sort_values(order, ascending=False, na_position="last", kind="stable")
     deduplicated = good.drop_duplicates(subset=dedup_key, keep="first")
     duplicates_removed = len(good) - len(deduplicated)
     staged = deduplicated.sort_index()

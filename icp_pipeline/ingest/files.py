@@ -264,12 +264,18 @@ def iter_identified_chunks(table_file: TableFile) -> Iterator[pa.Table]:
     """Chunks of one table file as text with `_raw_key` and `_row_hash`; malformed lines come last."""
     malformed: list[str] = []
     key = table_file.contract.primary_key
+    yielded = False
     for chunk in _raw_chunks(table_file, malformed):
         if chunk.num_rows:
+            yielded = True
             yield with_identity(chunk, key)
     if malformed:
         log.warning("%s: %d malformed line(s) kept for quarantine", table_file.display_name, len(malformed))
         yield with_identity(_malformed_table(table_file, malformed), key)
+    elif not yielded:
+        # A header-only file still yields one (empty) chunk, so callers that concatenate get a table.
+        empty = pa.table({name: pa.array([], pa.string()) for name in table_file.columns})
+        yield with_identity(empty, key)
 
 
 def with_lineage(table: pa.Table, source_file: str, loaded_at: dt.datetime) -> pa.Table:

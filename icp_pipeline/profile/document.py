@@ -56,6 +56,9 @@ def profile_rows(profile: IcpProfile) -> pd.DataFrame:
                     "detail": item["evidence"],
                 }
             )
+    for trait, value, points in profile.model.points[["trait", "value", "points"]].itertuples(index=False):
+        if points:
+            rows.append({"section": "points", "trait": trait, "value": value, "label": trait_label(trait, value), "points": int(points)})
     for tier, cutoff in profile.tier_cutoffs.items():
         rows.append({"section": "tier_cutoff", "label": f"Tier {tier}", "value": tier, "points": cutoff})
     for _, metric in profile.metrics.iterrows():

@@ -21,7 +21,8 @@ Names, being much weaker evidence, get the opposite rule (ambiguous -> no match)
 
 Everything is vectorised: keys are normalised with pyarrow-backed string kernels
 (:mod:`icp_pipeline.resolve.normalize`) and looked up with a hash join
-(``pyarrow.compute.index_in``) against the de-duplicated account keys.
+(``pyarrow.compute.index_in``) against the de-duplicated account keys, both split into
+per-CPU chunks run in threads (:func:`icp_pipeline.resolve.normalize.map_chunks`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from icp_pipeline.resolve.normalize import (
 )
 
 __all__ = [
+    "MATCH_METHODS",
     "AccountIndex",
     "MatchMethod",
     "build_account_index",

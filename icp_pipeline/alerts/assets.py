@@ -1,0 +1,126 @@
+"""Dagster wiring of alerts: extend the ledger with new alerts, deliver what is pending, check the ledger."""
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from icp_pipeline.alerts.channels import Channel, channel_from_config
+from icp_pipeline.alerts.ledger import LEDGER_COLUMNS, deliver, empty_ledger, new_alerts, route
+from icp_pipeline.config import IcpConfig
+from icp_pipeline.contracts.staging import STAGING
+from icp_pipeline.partitions import nightly_partitions
+from icp_pipeline.resources import IcpSettings, partition_date
+from icp_pipeline.scoring.assets import SCORES
+from icp_pipeline.triggers.assets import TRIGGER_EVENTS
+from icp_pipeline.warehouse import connect, read_table, replace_table
+
+ALERTS = dg.AssetKey(["icp", "alerts"])
+NOT_DUPLICATED = "alerts_are_never_duplicated"
+NOT_STALE = "no_pending_alert_is_stale"
+EVENT_LOOKBACK_DAYS = 90
+
+
+def build_channels(config: IcpConfig, outbox_dir: Path, log: Any) -> dict[str, Channel]:
+    """Configured channels; one whose secret is missing is skipped (its alerts wait as pending)."""
+    channels: dict[str, Channel] = {}
+    for channel in config.alerts.channels:
+        settings = channel.model_dump(exclude_none=True)
+        try:
+            channels[channel.kind] = channel_from_config(channel.kind, settings, os.environ, outbox_dir)
+        except ValueError as exc:
+            log.warning(f"alert channel skipped: {exc}")
+    return channels
+
+
+def _contexts(ledger: pd.DataFrame, events: pd.DataFrame, scores: pd.DataFrame, accounts: pd.DataFrame, owners: pd.DataFrame | None) -> pd.DataFrame:
+    """What a message needs per open alert: account name, score, owner, event evidence."""
+    frame = ledger[ledger["status"] == "pending"][["alert_id", "event_id", "account_id", "owner_id"]]
+    frame = frame.merge(events[["event_id", "occurred_at", "strength", "evidence"]], on="event_id", how="left")
+    frame = frame.merge(scores[["account_id", "tier", "fit_score", "top_positive"]], on="account_id", how="left")
+    frame = frame.merge(accounts[["account_id", "name"]], on="account_id", how="left")
+    if owners is not None and len(owners):
+        people = owners[["owner_id", "name", "email", "slack_user_id"]].rename(
+            columns={"name": "owner_name", "email": "owner_email"}
+        )
+        frame = frame.merge(people, on="owner_id", how="left")
+    return frame
+
+
+@dg.asset(
+    key=ALERTS,
+    deps=[TRIGGER_EVENTS, SCORES],
+    group_name="alerts",
+    partitions_def=nightly_partitions,
+    description=(
+        "The alert ledger, one row per (event, recipient, channel): status pending/sent/failed/suppressed, "
+        "digest flag, priority, attempts, last error. Events on accounts at or above the minimum tier and "
+        "not disqualified alert their owner (or the fallback recipient) at most once per channel, ever."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(NOT_DUPLICATED, asset=ALERTS, description="No event alerts a recipient twice on a channel."),
+        dg.AssetCheckSpec(NOT_STALE, asset=ALERTS, description="No alert has waited for delivery longer than allowed."),
+    ],
+)
+def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
+    """Create alerts for recent events on fitting accounts and deliver every pending one."""
+    config = icp.load_config()
+    as_of = partition_date(context)
+    now = dt.datetime.now(dt.UTC)
+    since = pd.Timestamp(as_of, tz="UTC") - pd.Timedelta(days=EVENT_LOOKBACK_DAYS)
+    until = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
+    with connect(icp.warehouse_path(), read_only=True) as con:
+        events = con.execute(
+            "select * from icp.trigger_events where occurred_at >= ? and occurred_at < ?", [since, until]
+        ).df()
+        scores = con.execute("select * from icp.account_scores where as_of = ?", [as_of]).df()
+        accounts = read_table(con, STAGING, "accounts")
+        owners = read_table(con, STAGING, "owners")
+        ledger = read_table(con, "icp", "alerts")
+    ledger = empty_ledger() if ledger is None else ledger[LEDGER_COLUMNS]
+    assert accounts is not None
+    routing = route(accounts, owners, config.alerts.fallback_recipient)
+    created = new_alerts(events, scores, routing, ledger, config.alerts, as_of, now)
+    ledger = pd.concat([ledger, created], ignore_index=True) if len(ledger) else created
+    contexts = _contexts(ledger, events, scores, accounts, owners)
+    channels = build_channels(config, icp.warehouse_path().parent / "outbox", context.log)
+    ledger, delivered = deliver(ledger, contexts, channels, config.alerts, now)
+    with connect(icp.warehouse_path()) as con:
+        replace_table(con, "icp", "alerts", ledger)
+    if delivered["failed"]:
+        context.log.warning(f"{delivered['failed']} alert delivery attempt(s) failed; they stay pending for the next run")
+    duplicated = int(ledger.duplicated(subset=["event_id", "recipient", "channel"]).sum())
+    created_at = pd.to_datetime(ledger["created_at"], utc=True)
+    stale = ledger[(ledger["status"] == "pending") & (created_at < pd.Timestamp(now) - pd.Timedelta(hours=config.alerts.max_pending_age_hours))]
+    yield dg.AssetCheckResult(
+        check_name=NOT_DUPLICATED, passed=duplicated == 0, metadata={"duplicated_alerts": duplicated}
+    )
+    yield dg.AssetCheckResult(
+        check_name=NOT_STALE,
+        passed=stale.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "stale_pending": len(stale),
+            "max_pending_age_hours": config.alerts.max_pending_age_hours,
+            "sample": ", ".join(stale["alert_id"].head(5)),
+        },
+    )
+    status = ledger["status"].value_counts().to_dict()
+    context.log.info(f"alerts: {len(created):,} new, delivered {delivered}, ledger {status}")
+    yield dg.MaterializeResult(
+        metadata={
+            "new_alerts": len(created),
+            "sent_this_run": delivered["sent"],
+            "failed_attempts_this_run": delivered["failed"],
+            **{f"ledger_{name}": int(count) for name, count in status.items()},
+            "channels": ", ".join(channels) or "(none)",
+            "top_new": dg.MetadataValue.md(
+                created.head(10)[["account_id", "trigger_type", "recipient", "channel", "priority", "status"]].to_markdown(index=False)
+                if len(created)
+                else "(none)"
+            ),
+        }
+    )

@@ -1,0 +1,107 @@
+"""Dagster wiring of drift monitoring: metrics history, a warning check, one ops message per flag change."""
+
+import datetime as dt
+import hashlib
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from icp_pipeline.alerts.assets import build_channels
+from icp_pipeline.alerts.channels import AlertMessage
+from icp_pipeline.drift.metrics import drift_metrics
+from icp_pipeline.partitions import nightly_partitions
+from icp_pipeline.profile.learn import read_evidence
+from icp_pipeline.resources import IcpSettings, partition_date
+from icp_pipeline.scoring.assets import SCORES
+from icp_pipeline.warehouse import connect, read_table, replace_slice
+
+DRIFT = dg.AssetKey(["icp", "drift_metrics"])
+STILL_PREDICTS = "icp_still_predicts_wins"
+
+
+def ops_message(as_of: dt.date, flagged: bool, text: str) -> AlertMessage:
+    """An operations notice through the alert channels (addressed to the team, not a rep)."""
+    state = "flagged" if flagged else "cleared"
+    notice_id = hashlib.sha1(f"drift|{as_of}|{state}".encode()).hexdigest()[:16]
+    return AlertMessage(
+        alert_id=notice_id, event_id=notice_id, account_id="-", account_name=f"ICP drift {state}",
+        owner_id=None, owner_name=None, owner_email=None, slack_user_id=None, tier="-", fit_score=0,
+        top_reasons="", trigger_type="ops_notice", occurred_at=as_of.isoformat(), strength=1.0 if flagged else 0.0,
+        priority=1.0, evidence={"message": text}, crm_url=None,
+    )
+
+
+def previous_state(flags: pd.DataFrame | None, as_of: dt.date) -> bool:
+    """The flag state of the latest earlier as-of date (False when there is none)."""
+    if flags is None or flags.empty:
+        return False
+    earlier = flags[pd.to_datetime(flags["as_of"]).dt.date < as_of].sort_values("as_of")
+    return bool(earlier["flagged"].iloc[-1]) if len(earlier) else False
+
+
+@dg.asset(
+    key=DRIFT,
+    deps=[SCORES],
+    group_name="drift",
+    partitions_def=nightly_partitions,
+    description=(
+        "One row per metric per monthly cohort per as-of date: cohort AUC, tier-A lift, win rate and A+B capture "
+        "against the reference profile, PSI and JS distance of features and fit score, ICP coverage of new "
+        "pipeline, and what moved. icp.drift_flags keeps the flag state per as-of date."
+    ),
+    check_specs=[dg.AssetCheckSpec(STILL_PREDICTS, asset=DRIFT, description="No cohort's AUC fell significantly below the reference.")],
+)
+def drift_metrics_asset(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
+    """Compare monthly cohorts with the reference profile; notify ops when the flag state changes."""
+    config = icp.load_config()
+    as_of = partition_date(context)
+    with connect(icp.warehouse_path(), read_only=True) as con:
+        evidence = read_evidence(con)
+        flags = read_table(con, "icp", "drift_flags")
+    report = drift_metrics(evidence, config, as_of)
+    was_flagged = previous_state(flags, as_of)
+    notified = ""
+    if report.flagged != was_flagged:
+        text = (
+            f"ICP drift flagged as of {as_of}: {report.reason}. Recommendation: {report.recommendation}."
+            if report.flagged
+            else f"ICP drift cleared as of {as_of}: recent cohorts predict wins like the reference again."
+        )
+        channels = build_channels(config, icp.warehouse_path().parent / "outbox", context.log)
+        results = {name: channel.send(ops_message(as_of, report.flagged, text)) for name, channel in channels.items()}
+        notified = ", ".join(f"{name}: {result.status}" for name, result in results.items())
+        context.log.warning(text)
+    state = pd.DataFrame(
+        [{"as_of": as_of, "flagged": report.flagged, "reason": report.reason, "recommendation": report.recommendation,
+          "reference_date": report.reference_date, "profile_version": report.profile_version, "notified": notified}]
+    )
+    with connect(icp.warehouse_path()) as con:
+        replace_slice(con, "icp", "drift_metrics", report.metrics, {"as_of": as_of})
+        replace_slice(con, "icp", "drift_flags", state, {"as_of": as_of})
+    metrics = report.metrics
+    cohorts = metrics[(metrics["metric"] == "auc") & ~metrics["cohort"].isin(["reference"])]
+    yield dg.AssetCheckResult(
+        check_name=STILL_PREDICTS,
+        passed=not report.flagged,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "flagged_cohorts": report.reason or "none",
+            "recommendation": report.recommendation or "none",
+            "reference_auc": float(metrics.loc[metrics["cohort"] == "reference", "value"].iloc[0]),
+        },
+    )
+    latest = cohorts.dropna(subset=["value"]).tail(1)
+    yield dg.MaterializeResult(
+        metadata={
+            "flagged": report.flagged,
+            "reference_date": str(report.reference_date),
+            "latest_cohort_auc": float(latest["value"].iloc[0]) if len(latest) else float("nan"),
+            "cohorts_insufficient": int(cohorts["note"].str.startswith("insufficient").sum()),
+            "what_moved": dg.MetadataValue.md(
+                "\n".join(f"- {text}" for text in report.moved["text"].head(5)) or "(nothing significant)"
+            ),
+            "cohort_auc": dg.MetadataValue.md(cohorts[["cohort", "value", "reference", "flagged", "n", "note"]].to_markdown(index=False)),
+            "ops_notified": notified or "no change of flag state",
+        }
+    )

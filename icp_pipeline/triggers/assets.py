@@ -1,0 +1,85 @@
+"""Dagster wiring of trigger detection: new events into the `icp.trigger_events` ledger."""
+
+import json
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from icp_pipeline.contracts.staging import STAGING
+from icp_pipeline.partitions import nightly_partitions
+from icp_pipeline.resources import IcpSettings, partition_date
+from icp_pipeline.scoring.assets import PROFILE
+from icp_pipeline.triggers.detect import EVENT_COLUMNS, detect_all
+from icp_pipeline.triggers.net_new import model_from_profile_rows, net_new_accounts
+from icp_pipeline.warehouse import connect, read_table, replace_slice, table_exists
+
+TRIGGER_EVENTS = dg.AssetKey(["icp", "trigger_events"])
+FEEDS = ("funding_rounds", "job_postings", "leadership_changes", "firmographics")
+
+
+def append_new_events(con: Any, events: pd.DataFrame) -> int:
+    """Insert events whose id the ledger does not hold yet; returns how many were new."""
+    con.execute("create schema if not exists icp")
+    con.register("_events", events)
+    try:
+        if not table_exists(con, "icp", "trigger_events"):
+            con.execute("create table icp.trigger_events as select * from _events limit 0")
+        before = con.execute("select count(*) from icp.trigger_events").fetchall()[0][0]
+        con.execute(
+            "insert into icp.trigger_events by name select * from _events "
+            "where event_id not in (select event_id from icp.trigger_events)"
+        )
+        after = con.execute("select count(*) from icp.trigger_events").fetchall()[0][0]
+    finally:
+        con.unregister("_events")
+    return int(after - before)
+
+
+@dg.asset(
+    key=TRIGGER_EVENTS,
+    deps=[*(dg.AssetKey(["staging", feed]) for feed in FEEDS), PROFILE],
+    group_name="triggers",
+    partitions_def=nightly_partitions,
+    description=(
+        "One row per trigger fact (funding round, hiring surge, leadership change, headcount or tech change), "
+        "kept from the as-of date it was first detected. Also writes icp.net_new_accounts: feed companies "
+        "outside the CRM that fit the ICP."
+    ),
+)
+def trigger_events(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.MaterializeResult:
+    """Detect triggers as of the partition date; only events never seen before are added."""
+    config = icp.load_config()
+    as_of = partition_date(context)
+    with connect(icp.warehouse_path(), read_only=True) as con:
+        feeds = {feed: read_table(con, STAGING, feed) for feed in FEEDS}
+        profile_rows = con.execute("select * from icp.icp_profile where as_of = ?", [as_of]).df()
+    events, skipped = detect_all(feeds, as_of, config.triggers)
+    for note in skipped:
+        context.log.warning(f"trigger {note}")
+    events = events.assign(as_of=as_of)[[*EVENT_COLUMNS, "as_of"]]
+    unmatched = {
+        feed: int(frame["account_id"].isna().sum()) for feed, frame in feeds.items() if frame is not None and len(frame)
+    }
+    net_new = pd.DataFrame()
+    firmographics = feeds.get("firmographics")
+    if firmographics is not None and len(firmographics) and len(profile_rows):
+        model, cutoffs = model_from_profile_rows(profile_rows)
+        net_new = net_new_accounts(firmographics, model, cutoffs, as_of, config.alerts.min_tier).assign(as_of=as_of)
+    with connect(icp.warehouse_path()) as con:
+        added = append_new_events(con, events)
+        if len(net_new):
+            replace_slice(con, "icp", "net_new_accounts", net_new, {"as_of": as_of})
+    by_type = events["trigger_type"].value_counts().to_dict()
+    context.log.info(f"triggers as of {as_of}: {len(events):,} in window, {added:,} new; {by_type}")
+    return dg.MaterializeResult(
+        metadata={
+            "events_in_window": len(events),
+            "new_events": added,
+            **{f"events_{kind}": int(count) for kind, count in by_type.items()},
+            "unmatched_feed_rows": dg.MetadataValue.json(unmatched),
+            "net_new_accounts": len(net_new),
+            "net_new_sample": dg.MetadataValue.md(net_new.head(10).to_markdown(index=False) if len(net_new) else "(none)"),
+            "skipped": json.dumps(skipped),
+        }
+    )

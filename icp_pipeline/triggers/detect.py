@@ -1,0 +1,241 @@
+"""Buying triggers as of a date: funding, hiring surge, leadership change, headcount and tech change.
+
+Each detector is a vectorized function over one staged feed (already matched to accounts) and
+returns one row per fact. `event_id` is a hash of the trigger type, the account and the source
+row's key, so reruns and backfills find the same event again instead of a new one. Windows are
+inclusive of the as-of date and look only backwards: nothing after the date is used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from icp_pipeline.config import TriggerConfig
+
+EVENT_COLUMNS = [
+    "event_id",
+    "account_id",
+    "trigger_type",
+    "occurred_at",
+    "strength",
+    "evidence",
+    "source_table",
+    "source_key",
+]
+ROUND_STRENGTH: dict[str, float] = {
+    "grant": 0.2,
+    "debt": 0.3,
+    "seed": 0.45,
+    "series a": 0.6,
+    "series b": 0.7,
+    "series c": 0.8,
+}
+LEVEL_PATTERNS: dict[str, str] = {
+    "c_level": r"\bchief\b|\bc[a-z]o\b",
+    "vp": r"\b(?:s?e?vp|vice president)\b",
+    "head": r"\bhead of\b",
+}
+FUNCTION_WORDS: dict[str, str] = {
+    "sales": r"sales|\bcro\b|revenue",
+    "marketing": r"marketing|\bcmo\b|growth",
+    "data": r"\bdata\b|analytics|\bcdo\b",
+    "engineering": r"engineering|\bcto\b|technology|\bcio\b",
+    "product": r"product|\bcpo\b",
+    "operations": r"operations|\bcoo\b",
+    "finance": r"finance|\bcfo\b",
+    "customer": r"customer|success|\bcco\b",
+}
+
+
+def event_ids(trigger_type: str, account_ids: pd.Series, source_keys: pd.Series) -> pd.Series:
+    """Stable id per (type, account, source key); computed per event row, not per input row."""
+    joined = trigger_type + "|" + account_ids.astype("str") + "|" + source_keys.astype("str")
+    return joined.map(lambda text: hashlib.sha1(text.encode()).hexdigest()[:16])
+
+
+def _window(values: pd.Series, as_of: dt.date, days: int) -> pd.Series:
+    """True where the timestamp falls within the `days` days ending on the as-of date (inclusive)."""
+    end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
+    return (values < end) & (values >= end - pd.Timedelta(days=days + 1))
+
+
+def _events(trigger_type: str, frame: pd.DataFrame, source_table: str, evidence: list[dict]) -> pd.DataFrame:
+    if frame.empty:
+        return pd.DataFrame(columns=EVENT_COLUMNS)
+    out = pd.DataFrame(
+        {
+            "account_id": frame["account_id"].astype("str").to_numpy(),
+            "trigger_type": trigger_type,
+            "occurred_at": frame["occurred_at"].to_numpy(),
+            "strength": frame["strength"].astype(float).round(3).to_numpy(),
+            "evidence": [json.dumps(item, default=str, sort_keys=True) for item in evidence],
+            "source_table": source_table,
+            "source_key": frame["source_key"].astype("str").to_numpy(),
+        }
+    )
+    out.insert(0, "event_id", event_ids(trigger_type, out["account_id"], out["source_key"]).to_numpy())
+    return out[EVENT_COLUMNS]
+
+
+def funding_events(rounds: pd.DataFrame, as_of: dt.date, config: TriggerConfig) -> pd.DataFrame:
+    """A round announced within the window; stronger for later rounds and larger amounts."""
+    rule = config.funding
+    amount = rounds["amount_usd"].astype("Float64").fillna(0.0)
+    hit = rounds[rounds["account_id"].notna() & _window(rounds["announced_at"], as_of, rule.window_days) & (amount >= rule.min_amount_usd)]
+    kind = hit["round_type"].astype("str").str.strip().str.lower().fillna("")
+    later = pd.Series(np.where(kind.str.match(r"series [d-z]"), 0.85, 0.4), index=kind.index)
+    base = kind.map(ROUND_STRENGTH).astype("Float64").fillna(later).astype(float)
+    size = np.clip(np.log10(hit["amount_usd"].astype("Float64").fillna(0.0).astype(float) + 1) / 9, 0, 1)
+    frame = hit.assign(
+        occurred_at=hit["announced_at"], strength=np.clip(0.7 * base + 0.3 * size, 0, 1), source_key=hit["round_id"]
+    )
+    evidence = [
+        {"round_type": t, "amount_usd": None if pd.isna(a) else float(a), "source_ids": [r]}
+        for t, a, r in zip(hit["round_type"], hit["amount_usd"], hit["round_id"], strict=True)
+    ]
+    return _events("funding", frame, "funding_rounds", evidence)
+
+
+def hiring_surge_events(postings: pd.DataFrame, as_of: dt.date, config: TriggerConfig) -> pd.DataFrame:
+    """Recent postings against the account's own monthly baseline: ratio and minimum count."""
+    rule = config.hiring_surge
+    known = postings[postings["account_id"].notna()]
+    if rule.departments:
+        wanted = [d.lower() for d in rule.departments]
+        known = known[known["department"].astype("str").str.lower().isin(wanted)]
+    recent_mask = _window(known["posted_at"], as_of, rule.recent_days - 1)
+    recent_start = pd.Timestamp(as_of, tz="UTC") - pd.Timedelta(days=rule.recent_days - 1)
+    baseline_mask = (known["posted_at"] < recent_start) & (
+        known["posted_at"] >= recent_start - pd.Timedelta(days=rule.baseline_days)
+    )
+    recent = known[recent_mask].groupby("account_id").agg(
+        recent=("posting_id", "size"), first_posting=("posting_id", "min"), occurred_at=("posted_at", "max")
+    )
+    months = rule.baseline_days / 30
+    baseline = known[baseline_mask].groupby("account_id").size().rename("baseline")
+    table = recent.join(baseline).fillna({"baseline": 0})
+    table["monthly_baseline"] = table["baseline"] / months
+    surge = table[(table["recent"] >= rule.min_postings) & (table["recent"] >= rule.min_ratio * table["monthly_baseline"])]
+    surge = surge.reset_index()
+    ratio = surge["recent"] / surge["monthly_baseline"].clip(lower=0.5)
+    frame = surge.assign(strength=np.clip(ratio / (4 * rule.min_ratio), 0.3, 1.0), source_key=surge["first_posting"])
+    evidence = [
+        {"recent_postings": int(r), "recent_days": rule.recent_days, "monthly_baseline": round(float(b), 2), "first_posting_id": p}
+        for r, b, p in zip(surge["recent"], surge["monthly_baseline"], surge["first_posting"], strict=True)
+    ]
+    return _events("hiring_surge", frame, "job_postings", evidence)
+
+
+def title_level(titles: pd.Series) -> pd.Series:
+    """c_level / vp / head / None from free-text titles ('Chief Revenue Officer', 'SVP, Marketing', 'CRO')."""
+    folded = titles.astype("str").str.lower().str.replace(r"[,./-]", " ", regex=True)
+    level = pd.Series(None, index=titles.index, dtype="object")
+    for name in ("head", "vp", "c_level"):
+        level = level.mask(folded.str.contains(LEVEL_PATTERNS[name], regex=True, na=False), name)
+    return level
+
+
+def title_function(titles: pd.Series) -> pd.Series:
+    folded = titles.astype("str").str.lower()
+    function = pd.Series(None, index=titles.index, dtype="object")
+    for name, pattern in reversed(list(FUNCTION_WORDS.items())):
+        function = function.mask(folded.str.contains(pattern, regex=True, na=False), name)
+    return function
+
+
+def leadership_events(changes: pd.DataFrame, as_of: dt.date, config: TriggerConfig) -> pd.DataFrame:
+    """An executive joined or was promoted within the window, in the configured levels and functions."""
+    rule = config.leadership_change
+    known = changes[changes["account_id"].notna() & _window(changes["effective_at"], as_of, rule.window_days)]
+    kind = known["change_type"].astype("str").str.strip().str.lower()
+    known = known[kind.isin([k.lower() for k in rule.change_types])]
+    level, function = title_level(known["title"]), title_function(known["title"])
+    keep = level.isin(rule.levels)
+    if rule.functions:
+        keep &= function.isin(rule.functions)
+    hit = known[keep].assign(level=level[keep], function=function[keep])
+    strength = hit["level"].map({"c_level": 1.0, "vp": 0.75, "head": 0.6}).astype(float)
+    frame = hit.assign(occurred_at=hit["effective_at"], strength=strength, source_key=hit["change_id"])
+    evidence = [
+        {"title": t, "person_name": p, "change_type": c, "level": lv, "function": f, "source_ids": [i]}
+        for t, p, c, lv, f, i in zip(hit["title"], hit["person_name"], hit["change_type"], hit["level"], hit["function"], hit["change_id"], strict=True)
+    ]
+    return _events("leadership_change", frame, "leadership_changes", evidence)
+
+
+def _observation_pairs(firmographics: pd.DataFrame, as_of: dt.date, window_days: int) -> pd.DataFrame:
+    """Each account's latest observation inside the window next to its previous one (by as-of)."""
+    end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
+    known = firmographics[firmographics["account_id"].notna() & (firmographics["observed_at"] < end)]
+    ordered = known.sort_values(["account_id", "observed_at"], kind="stable")
+    previous = ordered.groupby("account_id").shift(1)
+    paired = ordered.assign(
+        previous_employees=previous["employee_count"], previous_stack=previous["tech_stack"], previous_observed=previous["observed_at"]
+    )
+    latest = paired.drop_duplicates("account_id", keep="last")
+    return latest[_window(latest["observed_at"], as_of, window_days) & latest["previous_observed"].notna()]
+
+
+def headcount_events(firmographics: pd.DataFrame, as_of: dt.date, config: TriggerConfig) -> pd.DataFrame:
+    rule = config.headcount_growth
+    pairs = _observation_pairs(firmographics, as_of, rule.window_days)
+    now, before = pairs["employee_count"].astype("Float64"), pairs["previous_employees"].astype("Float64")
+    growth = (now - before) / before.where(before > 0)
+    hit = pairs[(growth >= rule.min_growth).fillna(False).to_numpy(dtype=bool)]
+    grew = growth[(growth >= rule.min_growth).fillna(False).to_numpy(dtype=bool)].astype(float)
+    frame = hit.assign(occurred_at=hit["observed_at"], strength=np.clip(grew, 0.2, 1.0), source_key=hit["_raw_key"])
+    evidence = [
+        {"employees_before": int(b), "employees_now": int(n), "growth": round(float(g), 3)}
+        for b, n, g in zip(hit["previous_employees"], hit["employee_count"], grew, strict=True)
+    ]
+    return _events("headcount_growth", frame, "firmographics", evidence)
+
+
+def _stack(values: pd.Series) -> pd.Series:
+    return values.fillna("").astype("str").map(lambda text: frozenset(t.strip() for t in text.split(";") if t.strip()))
+
+
+def tech_change_events(firmographics: pd.DataFrame, as_of: dt.date, config: TriggerConfig) -> pd.DataFrame:
+    """Technologies added or dropped between observations (only watched ones when a watch list is set)."""
+    rule = config.tech_change
+    pairs = _observation_pairs(firmographics, as_of, rule.window_days)
+    now, before = _stack(pairs["tech_stack"]), _stack(pairs["previous_stack"])
+    watch = frozenset(rule.watch)
+    added = [sorted((n - b) & watch if watch else n - b) for n, b in zip(now, before, strict=True)]
+    dropped = [sorted((b - n) & watch if watch else b - n) for n, b in zip(now, before, strict=True)]
+    changed = np.array([bool(a or d) for a, d in zip(added, dropped, strict=True)], dtype=bool)
+    hit = pairs[changed]
+    frame = hit.assign(occurred_at=hit["observed_at"], strength=0.5, source_key=hit["_raw_key"])
+    evidence = [{"added": a, "dropped": d} for a, d, c in zip(added, dropped, changed, strict=True) if c]
+    return _events("tech_change", frame, "firmographics", evidence)
+
+
+DETECTORS: dict[str, tuple[str, Callable[[pd.DataFrame, dt.date, TriggerConfig], pd.DataFrame]]] = {
+    "funding": ("funding_rounds", funding_events),
+    "hiring_surge": ("job_postings", hiring_surge_events),
+    "leadership_change": ("leadership_changes", leadership_events),
+    "headcount_growth": ("firmographics", headcount_events),
+    "tech_change": ("firmographics", tech_change_events),
+}
+
+
+def detect_all(feeds: dict[str, pd.DataFrame | None], as_of: dt.date, config: TriggerConfig) -> tuple[pd.DataFrame, list[str]]:
+    """Events of every detector whose feed exists, and a note per detector that could not run."""
+    frames, skipped = [], []
+    for trigger_type, (table, detector) in DETECTORS.items():
+        feed = feeds.get(table)
+        if feed is None or feed.empty:
+            skipped.append(f"{trigger_type}: no {table} rows")
+            continue
+        frames.append(detector(feed, as_of, config))
+    events = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EVENT_COLUMNS)
+    return events.drop_duplicates("event_id", ignore_index=True), skipped
+
+
+__all__ = ["detect_all", "title_level", "title_function", "event_ids", "EVENT_COLUMNS"]
