@@ -144,9 +144,13 @@ class TriggerConfig(_Section):
 class ChannelConfig(_Section):
     """An alert channel: `outbox` (JSONL file, default), `slack` or `webhook` (URL from the environment)."""
 
-    kind: str = "outbox"
+    kind: str = Field(default="outbox", pattern="^(outbox|slack|webhook)$")
     url_env: str | None = None
     path: Path | None = None
+    timeout_s: float | None = None
+    max_attempts: int | None = None
+    backoff_s: float | None = None
+    max_retry_after_s: float | None = None
 
 
 class AlertConfig(_Section):

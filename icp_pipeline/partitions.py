@@ -15,3 +15,6 @@ def daily_partitions(timezone: str) -> dg.DailyPartitionsDefinition:
 
 
 nightly_partitions = daily_partitions(load_config().schedule.timezone)
+
+# One run per as-of date, for every nightly asset alike (Dagster warns when policies differ).
+nightly_backfill = dg.BackfillPolicy.multi_run(1)

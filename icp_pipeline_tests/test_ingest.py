@@ -121,16 +121,22 @@ def test_missing_source_directory_is_reported(tmp_path: Path) -> None:
         inventory(tmp_path / "nope", load_contracts(contracts_dir(load_config())))
 
 
-def test_latin1_file_with_old_mac_line_endings_and_a_truncated_line(tmp_path: Path) -> None:
-    text = ACCOUNTS_CSV.replace("Beta GmbH", "Bêta GmbH").replace("\n", "\r") + "A9,Trunc"
+@pytest.mark.parametrize(
+    ("line_end", "codec", "detected"),
+    [("\r", "mac_roman", "mac_roman"), ("\r\n", "cp1252", "cp1252"), ("\n", "latin-1", "latin-1")],
+)
+def test_legacy_encodings_and_a_truncated_line(tmp_path: Path, line_end: str, codec: str, detected: str) -> None:
+    """Old-Mac exports (bare CR) are Mac Roman, Windows ones cp1252; bytes cp1252 lacks fall back to latin-1."""
+    name = "Bêta\x81 GmbH" if codec == "latin-1" else "Bêta’s GmbH"
+    text = ACCOUNTS_CSV.replace("Beta GmbH", name).replace("\n", line_end) + "A9,Trunc"
     drop = tmp_path / "drop"
     (drop / "crm").mkdir(parents=True)
-    (drop / "crm" / "accounts.csv").write_bytes(text.encode("latin-1"))
+    (drop / "crm" / "accounts.csv").write_bytes(text.encode(codec))
     (drop / "crm" / "opportunities.csv").write_text(OPPORTUNITIES_CSV)
     found = inventory(drop, load_contracts(contracts_dir(load_config())))
-    assert found.files["accounts"].encoding == "latin-1"
+    assert found.files["accounts"].encoding == detected
     chunks = pa.concat_tables(iter_identified_chunks(found.files["accounts"]), promote_options="default")
     frame = chunks.to_pandas()
-    assert "Bêta GmbH" in set(frame["name"])
+    assert name in set(frame["name"])
     assert frame["_malformed_row"].dropna().tolist() == ["A9,Trunc"]
     assert len(frame) == 4

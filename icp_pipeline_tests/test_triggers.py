@@ -57,7 +57,8 @@ def test_planted_triggers_are_found_and_few_are_invented(demo) -> None:
     ],
 )
 def test_titles_are_parsed_into_levels(title: str, level: str | None) -> None:
-    assert title_level(pd.Series([title])).iloc[0] == level
+    parsed = title_level(pd.Series([title])).iloc[0]
+    assert (parsed if pd.notna(parsed) else None) == level
 
 
 def test_event_ids_are_stable_and_reruns_add_nothing(demo) -> None:

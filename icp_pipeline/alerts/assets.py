@@ -12,7 +12,7 @@ from icp_pipeline.alerts.channels import Channel, channel_from_config
 from icp_pipeline.alerts.ledger import LEDGER_COLUMNS, deliver, empty_ledger, new_alerts, route
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.contracts.staging import STAGING
-from icp_pipeline.partitions import nightly_partitions
+from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.resources import IcpSettings, partition_date
 from icp_pipeline.scoring.assets import SCORES
 from icp_pipeline.triggers.assets import TRIGGER_EVENTS
@@ -55,6 +55,7 @@ def _contexts(ledger: pd.DataFrame, events: pd.DataFrame, scores: pd.DataFrame, 
     deps=[TRIGGER_EVENTS, SCORES],
     group_name="alerts",
     partitions_def=nightly_partitions,
+    backfill_policy=nightly_backfill,
     description=(
         "The alert ledger, one row per (event, recipient, channel): status pending/sent/failed/suppressed, "
         "digest flag, priority, attempts, last error. Events on accounts at or above the minimum tier and "

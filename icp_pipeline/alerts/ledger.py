@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,8 @@ import pandas as pd
 
 from icp_pipeline.alerts.channels import AlertMessage, Channel, DeliveryResult, Digest
 from icp_pipeline.config import AlertConfig
+
+log = logging.getLogger(__name__)
 
 LEDGER_COLUMNS = [
     "alert_id",
@@ -135,8 +138,15 @@ def _over_cap(rows: pd.DataFrame, ledger: pd.DataFrame, config: AlertConfig, now
     return (rank.to_numpy() + np.asarray(already)) >= config.daily_cap_per_owner
 
 
+def _present(value: Any) -> Any:
+    """None for every flavour of missing (None, NaN, pd.NA, NaT), the value otherwise."""
+    return None if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)) else value
+
+
 def build_message(row: Mapping[str, Any], context: Mapping[str, Any], template: str | None) -> AlertMessage:
     """An AlertMessage from a ledger row and its account, score, owner and event context."""
+    row = {key: _present(value) for key, value in row.items()}
+    context = {key: _present(value) for key, value in context.items()}
     return AlertMessage(
         alert_id=str(row["alert_id"]),
         event_id=str(row["event_id"]),
@@ -179,11 +189,21 @@ def deliver(
         ]
         if digest:
             first = messages[0]
-            results = [channel.send(Digest(str(recipient), first.owner_name, first.slack_user_id, tuple(messages)))] * len(messages)
+            digest_message = Digest(str(recipient), first.owner_name, first.slack_user_id, tuple(messages))
+            results = [_send(channel, digest_message)] * len(messages)
         else:
-            results = [channel.send(message) for message in messages]
+            results = [_send(channel, message) for message in messages]
         _record(ledger, group.index, results, now, counts, config.max_attempts)
     return ledger, counts
+
+
+def _send(channel: Channel, message: AlertMessage | Digest) -> DeliveryResult:
+    """A channel error becomes a failed attempt on that alert, never a lost ledger."""
+    try:
+        return channel.send(message)
+    except Exception as exc:  # noqa: BLE001 - one bad message must not stop delivery of the rest
+        log.exception("alert delivery raised %s", type(exc).__name__)
+        return DeliveryResult(status="failed", attempts=1, error=f"internal error: {type(exc).__name__}")
 
 
 def _record(

@@ -11,7 +11,7 @@ from icp_pipeline.config import contracts_dir, load_config
 from icp_pipeline.contracts.spec import CANONICAL_TABLES, load_contracts
 from icp_pipeline.contracts.staging import FEED_TABLES, stage
 from icp_pipeline.errors import IcpContractError
-from icp_pipeline.partitions import nightly_partitions
+from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.resources import IcpSettings, partition_date
 from icp_pipeline.warehouse import connect
 
@@ -43,6 +43,7 @@ def build_staging_asset(table: str) -> dg.AssetsDefinition:
         key=key,
         group_name="staging",
         partitions_def=nightly_partitions,
+    backfill_policy=nightly_backfill,
         deps=[dg.AssetKey(["raw", table]), *(dg.AssetKey(["staging", up]) for up in _UPSTREAM_STAGED[table])],
         description=(
             f"{contract.grain} Typed and deduplicated by {', '.join(contract.primary_key)} "

@@ -10,7 +10,7 @@ import pandas as pd
 from icp_pipeline.alerts.assets import build_channels
 from icp_pipeline.alerts.channels import AlertMessage
 from icp_pipeline.drift.metrics import drift_metrics
-from icp_pipeline.partitions import nightly_partitions
+from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.profile.learn import read_evidence
 from icp_pipeline.resources import IcpSettings, partition_date
 from icp_pipeline.scoring.assets import SCORES
@@ -45,6 +45,7 @@ def previous_state(flags: pd.DataFrame | None, as_of: dt.date) -> bool:
     deps=[SCORES],
     group_name="drift",
     partitions_def=nightly_partitions,
+    backfill_policy=nightly_backfill,
     description=(
         "One row per metric per monthly cohort per as-of date: cohort AUC, tier-A lift, win rate and A+B capture "
         "against the reference profile, PSI and JS distance of features and fit score, ICP coverage of new "

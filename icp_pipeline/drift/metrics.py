@@ -80,7 +80,9 @@ def js_distance(reference: pd.Series, current: pd.Series) -> float:
     ref = reference.astype("str").value_counts(normalize=True)
     cur = current.astype("str").value_counts(normalize=True)
     ref, cur = ref.align(cur, fill_value=0.0)
-    return float(jensenshannon(ref.to_numpy(), cur.to_numpy(), base=2)) if len(ref) else float("nan")
+    if not len(ref) or ref.sum() == 0 or cur.sum() == 0:
+        return float("nan")
+    return float(jensenshannon(ref.to_numpy(), cur.to_numpy(), base=2))
 
 
 def _month_start(value: dt.date) -> pd.Timestamp:

@@ -19,7 +19,7 @@ from icp_pipeline.ingest.file_drop import (
     file_drop_source,
 )
 from icp_pipeline.ingest.files import inventory
-from icp_pipeline.partitions import nightly_partitions
+from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.resources import IcpSettings
 
 _CONTRACTS = load_contracts(contracts_dir(load_config()))
@@ -52,7 +52,7 @@ class RawTableTranslator(DagsterDltTranslator):
     name="raw_file_drop",
     dagster_dlt_translator=RawTableTranslator(),
     partitions_def=nightly_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(1),
+    backfill_policy=nightly_backfill,
 )
 def raw_file_drop(
     context: dg.AssetExecutionContext, dlt: DagsterDltResource, icp: IcpSettings

@@ -85,7 +85,12 @@ def find_table_file(source_dir: Path, contract: TableContract) -> Path | None:
 
 
 def detect_encoding(file: Path) -> str:
-    """UTF-8 when every byte decodes as UTF-8, else latin-1 (old exports), which never fails."""
+    """UTF-8 when every byte decodes as UTF-8; otherwise a legacy 8-bit code page.
+
+    Bare CR line endings mark an old Mac export, whose text is Mac Roman (the Crunchbase 2013
+    files are: 0xD5 is a curly apostrophe there, a capital O with tilde in latin-1); other
+    files are read as Windows-1252, or latin-1 when they hold bytes 1252 leaves undefined.
+    """
     decoder = codecs.getincrementaldecoder("utf-8")()
     try:
         with file.open("rb") as handle:
@@ -93,7 +98,15 @@ def detect_encoding(file: Path) -> str:
                 decoder.decode(block)
             decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        return "latin-1"
+        with file.open("rb") as handle:
+            head = handle.read(1 << 20)
+        if b"\r" in head and b"\n" not in head:
+            return "mac_roman"
+        try:
+            head.decode("cp1252")
+        except UnicodeDecodeError:
+            return "latin-1"
+        return "cp1252"
     return "utf-8"
 
 

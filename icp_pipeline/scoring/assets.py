@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from icp_pipeline.partitions import nightly_partitions
+from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.profile.derive import HARD_NO, MUST_HAVE, NICE_TO_HAVE, derive_profile
 from icp_pipeline.profile.document import profile_rows, with_evidence_text, write_documents
 from icp_pipeline.profile.learn import read_evidence
@@ -51,6 +51,7 @@ def _md(frame: pd.DataFrame, limit: int = 15) -> dg.MetadataValue:
         ),
     ],
     partitions_def=nightly_partitions,
+    backfill_policy=nightly_backfill,
     name="icp_profile_and_scores",
 )
 def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) -> Iterator[Any]:
@@ -120,6 +121,7 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
     deps=[SCORES],
     group_name="icp",
     partitions_def=nightly_partitions,
+    backfill_policy=nightly_backfill,
     description="One row per validation metric per as-of date: holdout AUC, win rate by tier, tier-A lift, A+B capture.",
 )
 def score_validation(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.MaterializeResult:

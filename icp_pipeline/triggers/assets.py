@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from icp_pipeline.contracts.staging import STAGING
-from icp_pipeline.partitions import nightly_partitions
+from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.resources import IcpSettings, partition_date
 from icp_pipeline.scoring.assets import PROFILE
 from icp_pipeline.triggers.detect import EVENT_COLUMNS, detect_all
@@ -41,6 +41,7 @@ def append_new_events(con: Any, events: pd.DataFrame) -> int:
     deps=[*(dg.AssetKey(["staging", feed]) for feed in FEEDS), PROFILE],
     group_name="triggers",
     partitions_def=nightly_partitions,
+    backfill_policy=nightly_backfill,
     description=(
         "One row per trigger fact (funding round, hiring surge, leadership change, headcount or tech change), "
         "kept from the as-of date it was first detected. Also writes icp.net_new_accounts: feed companies "

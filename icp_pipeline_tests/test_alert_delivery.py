@@ -1,0 +1,135 @@
+"""Alert delivery through the nightly job against a real HTTP server on 127.0.0.1: nothing is lost."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from icp_pipeline.demo.generate import DemoSpec
+from icp_pipeline.runner import run_nightly
+from icp_pipeline_tests.staged_demo import staged_demo
+
+AS_OF = dt.date(2026, 11, 1)
+
+
+class ScriptedServer:
+    """A Slack-webhook stand-in answering with a scripted status per request (then the last one forever)."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = [200]
+        self.bodies: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                length = int(self.headers.get("Content-Length", 0))
+                server.bodies.append(json.loads(self.rfile.read(length)))
+                status = server.statuses.pop(0) if len(server.statuses) > 1 else server.statuses[0]
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(b"ok" if status == 200 else b"error")
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/services/T0/B0/SECRETTOKEN"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    running = ScriptedServer()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("delivery")
+    drop, warehouse, _ = staged_demo(root, DemoSpec(accounts=1500, seed=21))
+    config = root / "icp.yaml"
+    config.write_text(
+        "alerts:\n  channels:\n    - {kind: slack, max_attempts: 2, backoff_s: 0, timeout_s: 2}\n  daily_cap_per_owner: 1000\n"
+    )
+    return drop, warehouse, config
+
+
+def run(drop: Path, warehouse: Path, config: Path) -> dg.ExecuteInProcessResult:
+    with dg.DagsterInstance.ephemeral() as instance:
+        return run_nightly(drop, warehouse, AS_OF, instance, config, log_level="WARNING")
+
+
+def ledger(warehouse: Path) -> pd.DataFrame:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute("select * from icp.alerts").df()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_server_errors_leave_alerts_pending_and_the_next_run_delivers(
+    demo, server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drop, warehouse, config = demo
+    monkeypatch.setenv("ICP_SLACK_WEBHOOK_URL", server.url)
+    server.statuses = [500]
+    first = run(drop, warehouse, config)
+    assert first.success
+    alerts = ledger(warehouse)
+    assert len(alerts) > 0
+    assert (alerts["status"] == "pending").all()
+    assert (alerts["attempts"] == 2).all()
+    assert alerts["last_error"].str.contains("HTTP 500").all()
+    assert not alerts["last_error"].str.contains("SECRETTOKEN").any()
+    server.statuses = [200]
+    requests_before = len(server.bodies)
+    second = run(drop, warehouse, config)
+    assert second.success
+    after = ledger(warehouse)
+    assert len(after) == len(alerts)
+    assert (after["status"] == "sent").all()
+    assert len(server.bodies) - requests_before == len(alerts)
+    assert all("blocks" in body for body in server.bodies)
+
+
+def test_rate_limit_then_success_within_one_run(demo, server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    drop, warehouse, config = demo
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("delete from icp.alerts")
+    monkeypatch.setenv("ICP_SLACK_WEBHOOK_URL", server.url)
+    server.statuses = [429, 200]
+    assert run(drop, warehouse, config).success
+    alerts = ledger(warehouse)
+    assert (alerts["status"] == "sent").all()
+    assert alerts["attempts"].sum() == len(alerts) + 1
+
+
+def test_server_down_keeps_alerts_pending_and_the_run_succeeds(demo, monkeypatch: pytest.MonkeyPatch) -> None:
+    drop, warehouse, config = demo
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("delete from icp.alerts")
+    monkeypatch.setenv("ICP_SLACK_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/services/T0/B0/SECRETTOKEN")
+    result = run(drop, warehouse, config)
+    assert result.success
+    alerts = ledger(warehouse)
+    assert len(alerts) > 0 and (alerts["status"] == "pending").all()
+    assert alerts["last_error"].str.contains("connection").all()
