@@ -33,11 +33,11 @@ def ops_message(as_of: dt.date, flagged: bool, text: str) -> AlertMessage:
 
 
 def previous_state(flags: pd.DataFrame | None, as_of: dt.date) -> bool:
-    """The flag state of the latest earlier as-of date (False when there is none)."""
+    """The state ops already know: this date's own record on a rerun, else the latest earlier one."""
     if flags is None or flags.empty:
         return False
-    earlier = flags[pd.to_datetime(flags["as_of"]).dt.date < as_of].sort_values("as_of")
-    return bool(earlier["flagged"].iloc[-1]) if len(earlier) else False
+    known = flags[pd.to_datetime(flags["as_of"]).dt.date <= as_of].sort_values("as_of")
+    return bool(known["flagged"].iloc[-1]) if len(known) else False
 
 
 @dg.asset(
