@@ -26,8 +26,9 @@ test: setup  ## run every test
 ui: setup  ## Dagster UI on http://127.0.0.1:3000 with the project loaded
 	$(BIN)/icp ui
 
-lint: setup
+lint: setup  ## ruff check and format check
 	$(BIN)/ruff check icp_pipeline icp_pipeline_tests benchmarks
+	$(BIN)/ruff format --check icp_pipeline icp_pipeline_tests benchmarks
 
 bench: setup  ## ingestion benchmark at 100k and 1M accounts
 	$(BIN)/python benchmarks/ingest.py --accounts 100000 1000000

@@ -108,7 +108,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     truth = generate_demo(out, spec, progress=_say)
     counts = ", ".join(f"{table} {rows:,}" for table, rows in truth["counts"].items())
     _say(f"demo data written to {out} in {time.perf_counter() - started:.1f}s: {counts}")
-    _say(f"planted truth: {out / 'truth.json'}; score it with: icp run --source-dir {out} --as-of {spec.as_of}")
+    _say(
+        f"planted truth: {out / 'truth.json'}; score it with: icp run --source-dir {out} --as-of {spec.as_of}"
+    )
     return 0
 
 
@@ -125,9 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     instance = dg.DagsterInstance.get()
     _say(f"icp run: as of {as_of}, source {source_dir}, warehouse {warehouse}")
     started = time.perf_counter()
-    result = run_nightly(
-        source_dir, warehouse, as_of, instance, Path(args.config) if args.config else None
-    )
+    result = run_nightly(source_dir, warehouse, as_of, instance, Path(args.config) if args.config else None)
     elapsed = time.perf_counter() - started
     if not result.success:
         _say(f"icp run failed: {_failure_reason(result)}")
@@ -144,9 +144,16 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """Start `dagster dev` on 127.0.0.1 with the project loaded and the same instance as `icp run`."""
     prepare_dagster_home()
     command = [
-        sys.executable, "-m", "dagster", "dev",
-        "-w", str(settings.PROJECT_ROOT / "workspace.yaml"),
-        "--host", "127.0.0.1", "--port", str(args.port),
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(settings.PROJECT_ROOT / "workspace.yaml"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
     ]
     _say(f"Dagster UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
     return subprocess.call(command, cwd=settings.PROJECT_ROOT)

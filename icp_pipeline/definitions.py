@@ -38,7 +38,15 @@ def nightly_icp_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest
 
 
 defs = dg.Definitions(
-    assets=[raw_file_drop, *staging_assets, icp_profile_and_scores, score_validation, trigger_events, alerts, drift_metrics_asset],
+    assets=[
+        raw_file_drop,
+        *staging_assets,
+        icp_profile_and_scores,
+        score_validation,
+        trigger_events,
+        alerts,
+        drift_metrics_asset,
+    ],
     jobs=[nightly_icp],
     schedules=[nightly_icp_schedule],
     resources={"dlt": DagsterDltResource(), "icp": IcpSettings()},

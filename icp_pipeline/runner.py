@@ -24,7 +24,9 @@ def run_nightly(
 
     job = defs.resolve_job_def(NIGHTLY_JOB)
     keys = (
-        list(dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())) if selection else None
+        list(dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph()))
+        if selection
+        else None
     )
     return job.execute_in_process(
         partition_key=as_of.isoformat(),

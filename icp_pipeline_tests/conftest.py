@@ -16,13 +16,13 @@ AS_OF = "2026-11-01"
 ACCOUNTS_CSV = """account_id,name,domain,industry,employee_count,annual_revenue,country,owner_id,created_at,updated_at
 A1,Acme Inc,acme.com,Software,120,5000000,US,U1,2024-01-01,2026-01-01T00:00:00
 A2,Beta GmbH,beta.de,Retail,40,900000,DE,U2,2024-02-01,2026-01-02T00:00:00
-A3,Gamma Ltd,gamma.co.uk,Software,900,80000000,GB,,2024-03-01,2026-01-03T00:00:00
+A3,Gamma Ltd,gamma.co.uk,Software,900,80000000,GB,,2024-03-01,2026-10-25T00:00:00
 """
 
 OPPORTUNITIES_CSV = """opportunity_id,account_id,stage,amount,created_at,closed_at,updated_at
 O1,A1,Closed Won,10000,2025-01-01,2025-02-01,2025-02-01T00:00:00
 O2,A2,Closed Lost,5000,2025-03-01,2025-04-01,2025-04-01T00:00:00
-O3,A3,Proposal,7000,2026-09-01,,2026-09-02T00:00:00
+O3,A3,Proposal,7000,2026-09-01,,2026-10-25T00:00:00
 """
 
 
@@ -61,7 +61,9 @@ def materialize_raw(tmp_path: Path) -> Iterator[Materialize]:
 
     instance = dg.DagsterInstance.ephemeral()
 
-    def run(source_dir: Path, warehouse: Path | None = None, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    def run(
+        source_dir: Path, warehouse: Path | None = None, raise_on_error: bool = True
+    ) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             [raw_file_drop],
             partition_key=AS_OF,

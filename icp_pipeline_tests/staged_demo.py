@@ -15,10 +15,19 @@ from icp_pipeline.profile.learn import Evidence, read_evidence
 from icp_pipeline.runner import run_nightly
 
 
-def materialize_nightly(source_dir: Path, warehouse: Path, as_of: str, selection: str | None = None) -> dg.ExecuteInProcessResult:
+def materialize_nightly(
+    source_dir: Path, warehouse: Path, as_of: str, selection: str | None = None
+) -> dg.ExecuteInProcessResult:
     """Run the nightly job's assets in-process against a drop, like `icp run` does; failures raise."""
     with dg.DagsterInstance.ephemeral() as instance:
-        result = run_nightly(source_dir, warehouse, dt.date.fromisoformat(as_of), instance, selection=selection, log_level="WARNING")
+        result = run_nightly(
+            source_dir,
+            warehouse,
+            dt.date.fromisoformat(as_of),
+            instance,
+            selection=selection,
+            log_level="WARNING",
+        )
     assert result.success, [e.message for e in result.all_events if e.is_step_failure]
     return result
 

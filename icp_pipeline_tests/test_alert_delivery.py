@@ -111,7 +111,9 @@ def test_server_errors_leave_alerts_pending_and_the_next_run_delivers(
     assert all("blocks" in body for body in server.bodies)
 
 
-def test_rate_limit_then_success_within_one_run(demo, server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rate_limit_then_success_within_one_run(
+    demo, server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     drop, warehouse, config = demo
     with duckdb.connect(str(warehouse)) as con:
         con.execute("delete from icp.alerts")

@@ -41,7 +41,9 @@ def test_missing_required_column_exits_non_zero_with_one_line(
         tmp_path / "drop",
         {"crm/accounts.csv": "account_id,name\nA1,Acme\n", "crm/opportunities.csv": OPPORTUNITIES_CSV},
     )
-    code = main(["run", "--source-dir", str(drop), "--warehouse", str(tmp_path / "wh.duckdb"), "--as-of", AS_OF])
+    code = main(
+        ["run", "--source-dir", str(drop), "--warehouse", str(tmp_path / "wh.duckdb"), "--as-of", AS_OF]
+    )
     assert code == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == "icp run failed: crm/accounts.csv: missing required column 'updated_at'"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -30,7 +29,9 @@ def drifted(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def stable(tmp_path_factory: pytest.TempPathFactory):
-    drop, warehouse, truth = staged_demo(tmp_path_factory.mktemp("stable"), DemoSpec(accounts=ACCOUNTS, seed=3))
+    drop, warehouse, truth = staged_demo(
+        tmp_path_factory.mktemp("stable"), DemoSpec(accounts=ACCOUNTS, seed=3)
+    )
     return drop, warehouse, truth, drift_metrics(load_evidence(warehouse), IcpConfig(), AS_OF)
 
 

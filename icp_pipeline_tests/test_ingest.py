@@ -22,7 +22,9 @@ def raw_rows(warehouse: Path, table: str) -> pd.DataFrame:
         return con.execute(f'select * from raw."{table}" order by _raw_key, _row_hash').df()
 
 
-def test_first_load_keeps_every_row_and_extra_columns(minimal_drop: Path, tmp_path: Path, materialize_raw) -> None:
+def test_first_load_keeps_every_row_and_extra_columns(
+    minimal_drop: Path, tmp_path: Path, materialize_raw
+) -> None:
     extra = ACCOUNTS_CSV.replace("updated_at\n", "updated_at,crm_segment\n", 1).replace(
         "T00:00:00\n", "T00:00:00,enterprise\n"
     )
@@ -42,11 +44,15 @@ def test_rerun_of_same_drop_duplicates_nothing(minimal_drop: Path, tmp_path: Pat
     assert len(second) == len(first) == 3
     assert list(second["_loaded_at"]) == list(first["_loaded_at"]), "unchanged rows must not be reloaded"
     metadata = result.asset_materializations_for_node("raw_file_drop")
-    sent = {m.asset_key.path[-1]: m.metadata["rows_sent"].value for m in metadata if "rows_sent" in m.metadata}
+    sent = {
+        m.asset_key.path[-1]: m.metadata["rows_sent"].value for m in metadata if "rows_sent" in m.metadata
+    }
     assert sent == {"accounts": 0, "opportunities": 0}
 
 
-def test_changed_row_in_later_drop_updates_in_place(minimal_drop: Path, tmp_path: Path, materialize_raw) -> None:
+def test_changed_row_in_later_drop_updates_in_place(
+    minimal_drop: Path, tmp_path: Path, materialize_raw
+) -> None:
     materialize_raw(minimal_drop)
     changed = ACCOUNTS_CSV.replace("Beta GmbH,beta.de,Retail,40", "Beta GmbH,beta.de,Retail,55").replace(
         "2026-01-02T00:00:00", "2026-02-01T00:00:00"
@@ -61,9 +67,13 @@ def test_changed_row_in_later_drop_updates_in_place(minimal_drop: Path, tmp_path
 
 
 def test_rows_sharing_a_key_are_all_kept_for_staging_to_judge(tmp_path: Path, materialize_raw) -> None:
-    duplicated = ACCOUNTS_CSV + "A1,Acme Inc,acme.com,Software,lots,5000000,US,U1,2024-01-01,2026-01-05T00:00:00\n"
+    duplicated = (
+        ACCOUNTS_CSV + "A1,Acme Inc,acme.com,Software,lots,5000000,US,U1,2024-01-01,2026-01-05T00:00:00\n"
+    )
     duplicated += ",No Id Corp,noid.com,Retail,5,1,US,,2024-01-01,2026-01-01T00:00:00\n"
-    drop = write_drop(tmp_path / "drop", {"crm/accounts.csv": duplicated, "crm/opportunities.csv": OPPORTUNITIES_CSV})
+    drop = write_drop(
+        tmp_path / "drop", {"crm/accounts.csv": duplicated, "crm/opportunities.csv": OPPORTUNITIES_CSV}
+    )
     materialize_raw(drop)
     materialize_raw(drop)
     accounts = raw_rows(tmp_path / "warehouse.duckdb", "accounts")
@@ -79,7 +89,9 @@ def test_jsonl_and_parquet_drops_load_like_csv(tmp_path: Path, materialize_raw) 
     accounts = pd.read_csv(pd.io.common.StringIO(ACCOUNTS_CSV))
     accounts.to_json(drop / "crm" / "accounts.jsonl", orient="records", lines=True)
     opportunities = pd.read_csv(pd.io.common.StringIO(OPPORTUNITIES_CSV))
-    pq.write_table(pa.Table.from_pandas(opportunities, preserve_index=False), drop / "crm" / "opportunities.parquet")
+    pq.write_table(
+        pa.Table.from_pandas(opportunities, preserve_index=False), drop / "crm" / "opportunities.parquet"
+    )
     materialize_raw(drop)
     warehouse = tmp_path / "warehouse.duckdb"
     loaded = raw_rows(warehouse, "accounts").set_index("account_id")
@@ -98,12 +110,22 @@ def test_missing_optional_files_are_skipped_with_their_impact(minimal_drop: Path
     [
         ({"crm/opportunities.csv": OPPORTUNITIES_CSV}, "crm/accounts: required file missing"),
         (
-            {"crm/accounts.csv": ACCOUNTS_CSV.replace(",updated_at\n", ",changed\n", 1), "crm/opportunities.csv": OPPORTUNITIES_CSV},
+            {
+                "crm/accounts.csv": ACCOUNTS_CSV.replace(",updated_at\n", ",changed\n", 1),
+                "crm/opportunities.csv": OPPORTUNITIES_CSV,
+            },
             "crm/accounts.csv: missing required column 'updated_at'",
         ),
-        ({"crm/accounts.csv": "", "crm/opportunities.csv": OPPORTUNITIES_CSV}, "accounts.csv: the file is empty"),
         (
-            {"crm/accounts.csv": ACCOUNTS_CSV, "crm/accounts.jsonl": "{}\n", "crm/opportunities.csv": OPPORTUNITIES_CSV},
+            {"crm/accounts.csv": "", "crm/opportunities.csv": OPPORTUNITIES_CSV},
+            "accounts.csv: the file is empty",
+        ),
+        (
+            {
+                "crm/accounts.csv": ACCOUNTS_CSV,
+                "crm/accounts.jsonl": "{}\n",
+                "crm/opportunities.csv": OPPORTUNITIES_CSV,
+            },
             "more than one file",
         ),
     ],
@@ -125,7 +147,9 @@ def test_missing_source_directory_is_reported(tmp_path: Path) -> None:
     ("line_end", "codec", "detected"),
     [("\r", "mac_roman", "mac_roman"), ("\r\n", "cp1252", "cp1252"), ("\n", "latin-1", "latin-1")],
 )
-def test_legacy_encodings_and_a_truncated_line(tmp_path: Path, line_end: str, codec: str, detected: str) -> None:
+def test_legacy_encodings_and_a_truncated_line(
+    tmp_path: Path, line_end: str, codec: str, detected: str
+) -> None:
     """Old-Mac exports (bare CR) are Mac Roman, Windows ones cp1252; bytes cp1252 lacks fall back to latin-1."""
     name = "Bêta\x81 GmbH" if codec == "latin-1" else "Bêta’s GmbH"
     text = ACCOUNTS_CSV.replace("Beta GmbH", name).replace("\n", line_end) + "A9,Trunc"

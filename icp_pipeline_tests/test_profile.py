@@ -37,7 +37,8 @@ def null_icp(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Evidence, 
     return drop, load_evidence(warehouse), truth
 
 
-def learn(evidence: Evidence, config: IcpConfig = IcpConfig(), as_of: dt.date = AS_OF):
+def learn(evidence: Evidence, config: IcpConfig | None = None, as_of: dt.date = AS_OF):
+    config = config or IcpConfig()
     traits = evidence.traits(config, as_of)
     return derive_profile(traits, evidence.opportunities, evidence.subscriptions, config, as_of)
 
@@ -60,10 +61,17 @@ def test_planted_traits_are_derived_and_nothing_unrelated_is_a_must_have(planted
 def test_holdout_auc_is_close_to_the_planted_probabilities_and_tier_a_wins(planted) -> None:
     drop, evidence, _ = planted
     metrics, scored = holdout_validation(
-        evidence.accounts, evidence.opportunities, evidence.subscriptions, evidence.firmographics,
-        evidence.funding_rounds, IcpConfig(), AS_OF,
+        evidence.accounts,
+        evidence.opportunities,
+        evidence.subscriptions,
+        evidence.firmographics,
+        evidence.funding_rounds,
+        IcpConfig(),
+        AS_OF,
     )
-    planted_p = pd.read_parquet(drop / "truth" / "opportunities.parquet")[["opportunity_id", "win_probability"]]
+    planted_p = pd.read_parquet(drop / "truth" / "opportunities.parquet")[
+        ["opportunity_id", "win_probability"]
+    ]
     judged = scored.merge(planted_p, on="opportunity_id")
     assert len(judged) == len(scored) > 300
     won = judged["won"].to_numpy(dtype=bool)
@@ -164,4 +172,7 @@ def test_cold_start_scores_from_the_written_icp(planted) -> None:
     scores = score_accounts(profile, design, AS_OF)
     industry = evidence.accounts.set_index("account_id")["industry"]
     software = scores["account_id"].map(industry).eq("Software").to_numpy()
-    assert np.all(scores.loc[software, "fit_score"] > scores.loc[~software & scores["fit_score"].notna(), "fit_score"].max() - 1)
+    assert np.all(
+        scores.loc[software, "fit_score"]
+        > scores.loc[~software & scores["fit_score"].notna(), "fit_score"].max() - 1
+    )

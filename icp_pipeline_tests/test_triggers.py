@@ -78,21 +78,27 @@ def test_alerts_go_only_to_fitting_accounts_and_their_owners(demo) -> None:
     drop, warehouse, _ = demo
     materialize_nightly(drop, warehouse, AS_OF.isoformat())
     alerts = read(warehouse, "select * from icp.alerts")
-    scores = read(warehouse, "select account_id, tier, disqualified from icp.account_scores where as_of = ?", [AS_OF])
+    scores = read(
+        warehouse, "select account_id, tier, disqualified from icp.account_scores where as_of = ?", [AS_OF]
+    )
     joined = alerts.merge(scores, on="account_id")
     assert len(joined) == len(alerts)
     assert joined["tier"].isin(["A", "B"]).all() and not joined["disqualified"].any()
     accounts = read(warehouse, "select account_id, owner_id from staging.accounts")
     owners = read(warehouse, "select owner_id, active from staging.owners")
     expected = accounts.merge(owners, on="owner_id", how="left")
-    expected["recipient"] = expected["owner_id"].where(expected["active"].fillna(False).astype(bool), "revops")
+    expected["recipient"] = expected["owner_id"].where(
+        expected["active"].fillna(False).astype(bool), "revops"
+    )
     routed = alerts.merge(expected[["account_id", "recipient"]], on="account_id", suffixes=("", "_expected"))
     assert (routed["recipient"] == routed["recipient_expected"]).all()
     outbox = (warehouse.parent / "outbox" / "alerts.jsonl").read_text().splitlines()
     sent = alerts[alerts["status"] == "sent"]
     digests = sent[sent["digest"]].groupby(["recipient", "channel"]).ngroups
     assert len(outbox) == int((~sent["digest"]).sum()) + digests
-    assert {json.loads(line)["alert_id"] for line in outbox if "alert_id" in json.loads(line)} <= set(sent["alert_id"])
+    assert {json.loads(line)["alert_id"] for line in outbox if "alert_id" in json.loads(line)} <= set(
+        sent["alert_id"]
+    )
 
 
 def test_backfill_of_an_earlier_date_adds_only_events_known_then(demo) -> None:
@@ -101,4 +107,7 @@ def test_backfill_of_an_earlier_date_adds_only_events_known_then(demo) -> None:
     materialize_nightly(drop, warehouse, earlier.isoformat())
     added = read(warehouse, "select * from icp.trigger_events where as_of = ?", [earlier])
     assert len(added) > 0
-    assert (pd.to_datetime(added["occurred_at"], utc=True) < pd.Timestamp(earlier, tz="UTC") + pd.Timedelta(days=1)).all()
+    assert (
+        pd.to_datetime(added["occurred_at"], utc=True)
+        < pd.Timestamp(earlier, tz="UTC") + pd.Timedelta(days=1)
+    ).all()

@@ -36,11 +36,21 @@ def build_channels(config: IcpConfig, outbox_dir: Path, log: Any) -> dict[str, C
     return channels
 
 
-def _contexts(ledger: pd.DataFrame, events: pd.DataFrame, scores: pd.DataFrame, accounts: pd.DataFrame, owners: pd.DataFrame | None) -> pd.DataFrame:
+def _contexts(
+    ledger: pd.DataFrame,
+    events: pd.DataFrame,
+    scores: pd.DataFrame,
+    accounts: pd.DataFrame,
+    owners: pd.DataFrame | None,
+) -> pd.DataFrame:
     """What a message needs per open alert: account name, score, owner, event evidence."""
     frame = ledger[ledger["status"] == "pending"][["alert_id", "event_id", "account_id", "owner_id"]]
-    frame = frame.merge(events[["event_id", "occurred_at", "strength", "evidence"]], on="event_id", how="left")
-    frame = frame.merge(scores[["account_id", "tier", "fit_score", "top_positive"]], on="account_id", how="left")
+    frame = frame.merge(
+        events[["event_id", "occurred_at", "strength", "evidence"]], on="event_id", how="left"
+    )
+    frame = frame.merge(
+        scores[["account_id", "tier", "fit_score", "top_positive"]], on="account_id", how="left"
+    )
     frame = frame.merge(accounts[["account_id", "name"]], on="account_id", how="left")
     if owners is not None and len(owners):
         people = owners[["owner_id", "name", "email", "slack_user_id"]].rename(
@@ -62,8 +72,12 @@ def _contexts(ledger: pd.DataFrame, events: pd.DataFrame, scores: pd.DataFrame, 
         "not disqualified alert their owner (or the fallback recipient) at most once per channel, ever."
     ),
     check_specs=[
-        dg.AssetCheckSpec(NOT_DUPLICATED, asset=ALERTS, description="No event alerts a recipient twice on a channel."),
-        dg.AssetCheckSpec(NOT_STALE, asset=ALERTS, description="No alert has waited for delivery longer than allowed."),
+        dg.AssetCheckSpec(
+            NOT_DUPLICATED, asset=ALERTS, description="No event alerts a recipient twice on a channel."
+        ),
+        dg.AssetCheckSpec(
+            NOT_STALE, asset=ALERTS, description="No alert has waited for delivery longer than allowed."
+        ),
     ],
 )
 def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
@@ -92,10 +106,15 @@ def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
     with connect(icp.warehouse_path()) as con:
         replace_table(con, "icp", "alerts", ledger)
     if delivered["failed"]:
-        context.log.warning(f"{delivered['failed']} alert delivery attempt(s) failed; they stay pending for the next run")
+        context.log.warning(
+            f"{delivered['failed']} alert delivery attempt(s) failed; they stay pending for the next run"
+        )
     duplicated = int(ledger.duplicated(subset=["event_id", "recipient", "channel"]).sum())
     created_at = pd.to_datetime(ledger["created_at"], utc=True)
-    stale = ledger[(ledger["status"] == "pending") & (created_at < pd.Timestamp(now) - pd.Timedelta(hours=config.alerts.max_pending_age_hours))]
+    stale = ledger[
+        (ledger["status"] == "pending")
+        & (created_at < pd.Timestamp(now) - pd.Timedelta(hours=config.alerts.max_pending_age_hours))
+    ]
     yield dg.AssetCheckResult(
         check_name=NOT_DUPLICATED, passed=duplicated == 0, metadata={"duplicated_alerts": duplicated}
     )
@@ -119,7 +138,9 @@ def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
             **{f"ledger_{name}": int(count) for name, count in status.items()},
             "channels": ", ".join(channels) or "(none)",
             "top_new": dg.MetadataValue.md(
-                created.head(10)[["account_id", "trigger_type", "recipient", "channel", "priority", "status"]].to_markdown(index=False)
+                created.head(10)[
+                    ["account_id", "trigger_type", "recipient", "channel", "priority", "status"]
+                ].to_markdown(index=False)
                 if len(created)
                 else "(none)"
             ),

@@ -87,7 +87,8 @@ def new_alerts(
         scores[["account_id", "fit_score", "tier", "disqualified"]], on="account_id", how="inner"
     )
     eligible = eligible[
-        (eligible["tier"].map(TIER_ORDER) <= TIER_ORDER[config.min_tier]) & ~eligible["disqualified"].astype(bool)
+        (eligible["tier"].map(TIER_ORDER) <= TIER_ORDER[config.min_tier])
+        & ~eligible["disqualified"].astype(bool)
     ]
     eligible = eligible.merge(routing, on="account_id", how="left")
     eligible["recipient"] = eligible["recipient"].fillna(config.fallback_recipient)
@@ -98,9 +99,13 @@ def new_alerts(
         return empty_ledger()
     rows["alert_id"] = alert_ids(rows["event_id"], rows["recipient"], rows["channel"]).to_numpy()
     rows = rows[~rows["alert_id"].isin(ledger["alert_id"])].drop_duplicates("alert_id")
-    age_days = (pd.Timestamp(as_of, tz="UTC") - pd.to_datetime(rows["occurred_at"], utc=True)).dt.days.clip(lower=0)
+    age_days = (pd.Timestamp(as_of, tz="UTC") - pd.to_datetime(rows["occurred_at"], utc=True)).dt.days.clip(
+        lower=0
+    )
     recency = (1 - age_days / 90).clip(0, 1)
-    rows["priority"] = (0.5 * rows["fit_score"] / 100 + 0.3 * rows["strength"].astype(float) + 0.2 * recency).round(3)
+    rows["priority"] = (
+        0.5 * rows["fit_score"] / 100 + 0.3 * rows["strength"].astype(float) + 0.2 * recency
+    ).round(3)
     rows = rows.sort_values(["priority", "alert_id"], ascending=[False, True], kind="stable")
     rows["status"] = "pending"
     rows["digest"] = False
@@ -116,25 +121,39 @@ def new_alerts(
     return rows[LEDGER_COLUMNS].reset_index(drop=True)
 
 
-def _in_cooldown(rows: pd.DataFrame, ledger: pd.DataFrame, config: AlertConfig, now: dt.datetime) -> np.ndarray:
+def _in_cooldown(
+    rows: pd.DataFrame, ledger: pd.DataFrame, config: AlertConfig, now: dt.datetime
+) -> np.ndarray:
     """True where the account had the same trigger type alerted to this recipient recently,
     or an earlier row of this batch already covers it."""
     key = ["account_id", "trigger_type", "recipient", "channel"]
     within = pd.Timestamp(now) - pd.Timedelta(days=config.cooldown_days)
-    recent = ledger[(ledger["status"] != "suppressed") & (pd.to_datetime(ledger["created_at"], utc=True) >= within)]
-    seen = rows[key].merge(recent[key].drop_duplicates(), on=key, how="left", indicator=True)["_merge"].eq("both")
+    recent = ledger[
+        (ledger["status"] != "suppressed") & (pd.to_datetime(ledger["created_at"], utc=True) >= within)
+    ]
+    seen = (
+        rows[key]
+        .merge(recent[key].drop_duplicates(), on=key, how="left", indicator=True)["_merge"]
+        .eq("both")
+    )
     repeated = rows.duplicated(subset=key, keep="first")
-    return (seen.to_numpy() | repeated.to_numpy()) if config.cooldown_days else np.zeros(len(rows), dtype=bool)
+    return (
+        (seen.to_numpy() | repeated.to_numpy()) if config.cooldown_days else np.zeros(len(rows), dtype=bool)
+    )
 
 
 def _over_cap(rows: pd.DataFrame, ledger: pd.DataFrame, config: AlertConfig, now: dt.datetime) -> np.ndarray:
     """Alerts beyond a recipient's daily cap (highest priority first) go into that day's digest."""
     today = pd.Timestamp(now).normalize()
-    earlier = ledger[
-        (pd.to_datetime(ledger["created_at"], utc=True) >= today) & (ledger["status"] != "suppressed")
-    ].groupby(["recipient", "channel"]).size()
+    earlier = (
+        ledger[(pd.to_datetime(ledger["created_at"], utc=True) >= today) & (ledger["status"] != "suppressed")]
+        .groupby(["recipient", "channel"])
+        .size()
+    )
     rank = rows.groupby(["recipient", "channel"]).cumcount()
-    already = pd.MultiIndex.from_frame(rows[["recipient", "channel"]]).map(lambda key: int(earlier.get(key, 0)))
+    already = pd.MultiIndex.from_frame(rows[["recipient", "channel"]]).map(
+        lambda key: int(earlier.get(key, 0))
+    )
     return (rank.to_numpy() + np.asarray(already)) >= config.daily_cap_per_owner
 
 
@@ -160,7 +179,9 @@ def build_message(row: Mapping[str, Any], context: Mapping[str, Any], template: 
         fit_score=int(context.get("fit_score", 0)),
         top_reasons=str(context.get("top_positive") or ""),
         trigger_type=str(row["trigger_type"]),
-        occurred_at=str(pd.Timestamp(context["occurred_at"]).date()) if context.get("occurred_at") is not None else "",
+        occurred_at=str(pd.Timestamp(context["occurred_at"]).date())
+        if context.get("occurred_at") is not None
+        else "",
         strength=float(context.get("strength", 0.0)),
         priority=float(row["priority"]),
         evidence=json.loads(context["evidence"]) if context.get("evidence") else {},
@@ -181,10 +202,16 @@ def deliver(
     open_rows = ledger["status"].isin(OPEN_STATUSES) & (ledger["attempts"].astype(int) < config.max_attempts)
     by_alert = contexts.set_index("alert_id") if len(contexts) else pd.DataFrame()
     todo = ledger[open_rows & ledger["channel"].isin(list(channels))]
-    for (recipient, channel_name, digest), group in todo.groupby(["recipient", "channel", "digest"], sort=True):
+    for (recipient, channel_name, digest), group in todo.groupby(
+        ["recipient", "channel", "digest"], sort=True
+    ):
         channel = channels[channel_name]
         messages = [
-            build_message(row, by_alert.loc[row["alert_id"]].to_dict() if row["alert_id"] in by_alert.index else {}, config.crm_url_template)
+            build_message(
+                row,
+                by_alert.loc[row["alert_id"]].to_dict() if row["alert_id"] in by_alert.index else {},
+                config.crm_url_template,
+            )
             for _, row in group.sort_values("priority", ascending=False).iterrows()
         ]
         if digest:

@@ -43,7 +43,7 @@ def build_staging_asset(table: str) -> dg.AssetsDefinition:
         key=key,
         group_name="staging",
         partitions_def=nightly_partitions,
-    backfill_policy=nightly_backfill,
+        backfill_policy=nightly_backfill,
         deps=[dg.AssetKey(["raw", table]), *(dg.AssetKey(["staging", up]) for up in _UPSTREAM_STAGED[table])],
         description=(
             f"{contract.grain} Typed and deduplicated by {', '.join(contract.primary_key)} "
@@ -51,9 +51,14 @@ def build_staging_asset(table: str) -> dg.AssetsDefinition:
             + (" Each row carries the matched account_id and match_method." if table in FEED_TABLES else "")
         ),
         check_specs=[
-            dg.AssetCheckSpec(meets, asset=key, blocking=True, description="No blocking contract rule failed."),
             dg.AssetCheckSpec(
-                add_up, asset=key, blocking=True, description="raw = staged + quarantined + duplicates removed."
+                meets, asset=key, blocking=True, description="No blocking contract rule failed."
+            ),
+            dg.AssetCheckSpec(
+                add_up,
+                asset=key,
+                blocking=True,
+                description="raw = staged + quarantined + duplicates removed.",
             ),
         ],
     )
@@ -65,7 +70,12 @@ def build_staging_asset(table: str) -> dg.AssetsDefinition:
         staged = outcome.staged
         failed = [r for r in staged.results if not r.passed]
         rule_rows = [
-            {"rule": r.rule_id, "severity": r.severity, "failed": r.failed, "sample": ", ".join(r.sample_keys)}
+            {
+                "rule": r.rule_id,
+                "severity": r.severity,
+                "failed": r.failed,
+                "sample": ", ".join(r.sample_keys),
+            }
             for r in failed
         ]
         yield dg.AssetCheckResult(
@@ -99,7 +109,9 @@ def build_staging_asset(table: str) -> dg.AssetsDefinition:
         if not outcome.raw_present:
             metadata["note"] = f"no {contract.relative_stem} file: {contract.missing_file_impact}"
         if outcome.match_summary is not None:
-            metadata["match_rate"] = float(1 - outcome.match_summary.set_index("match_method").loc["unmatched", "share"])
+            metadata["match_rate"] = float(
+                1 - outcome.match_summary.set_index("match_method").loc["unmatched", "share"]
+            )
             metadata["match_by_method"] = dg.MetadataValue.md(_markdown_table(outcome.match_summary))
         if len(staged.quarantine):
             metadata["quarantine_sample"] = dg.MetadataValue.md(

@@ -97,7 +97,9 @@ def stage(
         summary = match_summary(staged.frame)
     outcome = StagingOutcome(staged, raw_present, summary)
     replace_slice(con, ICP, QUARANTINE, staged.quarantine, {"table": table})
-    replace_slice(con, ICP, CONTRACT_RESULTS, results_frame(staged.results, as_of), {"table": table, "as_of": as_of})
+    replace_slice(
+        con, ICP, CONTRACT_RESULTS, results_frame(staged.results, as_of), {"table": table, "as_of": as_of}
+    )
     if outcome.blocked_reason is None:
         replace_table(con, STAGING, table, staged.frame)
     return outcome

@@ -97,9 +97,7 @@ def _bound(value: float | None, open_end: str) -> str:
     return open_end if value is None else f"{value:g}"
 
 
-def compile_rules(
-    contract: TableContract, now: dt.datetime, stages: Sequence[str] = ()
-) -> list[RowRuleSpec]:
+def compile_rules(contract: TableContract, now: dt.datetime, stages: Sequence[str] = ()) -> list[RowRuleSpec]:
     """The GX expectations of a contract's row rules; `now` bounds `not_future` dates."""
     rules: list[RowRuleSpec] = []
 
@@ -115,7 +113,13 @@ def compile_rules(
             add(column, spec, "not_null", gxe.ExpectColumnValuesToNotBeNull(column=present), "is missing")
         if spec.type != "string" or spec.normalize:
             what = f"a valid {spec.normalize}" if spec.normalize else f"a valid {spec.type}"
-            add(column, spec, "type", gxe.ExpectColumnValuesToBeNull(column=BAD_TYPE + column), f"is not {what}")
+            add(
+                column,
+                spec,
+                "type",
+                gxe.ExpectColumnValuesToBeNull(column=BAD_TYPE + column),
+                f"is not {what}",
+            )
         if spec.min is not None or spec.max is not None:
             if spec.type == "timestamp":
                 low = _epoch_days(spec.min) if spec.min is not None else None
@@ -128,7 +132,9 @@ def compile_rules(
             expectation = gxe.ExpectColumnValuesToBeBetween(column=target, min_value=low, max_value=high)
             add(column, spec, "range", expectation, f"is not {bounds}")
         if spec.not_future:
-            expectation = gxe.ExpectColumnValuesToBeBetween(column=EPOCH_DAYS + column, max_value=float(now_days))
+            expectation = gxe.ExpectColumnValuesToBeBetween(
+                column=EPOCH_DAYS + column, max_value=float(now_days)
+            )
             add(column, spec, "not_future", expectation, "is in the future")
         allowed = tuple(stages) if spec.allowed == "$stages" else spec.allowed
         if allowed:
@@ -227,7 +233,9 @@ def run_expectations(frame: pd.DataFrame, rules: Sequence[RowRuleSpec], name: st
         )
     )
     positional = frame.reset_index(drop=True)
-    outcome = validation.run(batch_parameters={"dataframe": positional}, result_format={"result_format": "COMPLETE"})
+    outcome = validation.run(
+        batch_parameters={"dataframe": positional}, result_format={"result_format": "COMPLETE"}
+    )
     failing: dict[str, np.ndarray] = {}
     for result in outcome.results:
         rule_id = result.expectation_config.meta["rule_id"]
@@ -238,7 +246,11 @@ def run_expectations(frame: pd.DataFrame, rules: Sequence[RowRuleSpec], name: st
 
 
 def _row_key(frame: pd.DataFrame) -> pd.Series:
-    return frame[RAW_KEY].astype("str") if RAW_KEY in frame else pd.Series(frame.index.astype(str), index=frame.index)
+    return (
+        frame[RAW_KEY].astype("str")
+        if RAW_KEY in frame
+        else pd.Series(frame.index.astype(str), index=frame.index)
+    )
 
 
 def _raw_json(raw: pd.DataFrame) -> pd.Series:
@@ -285,19 +297,35 @@ def stage_table(
             )
         )
     results: list[RuleResult] = [
-        RuleResult(table, "row.malformed", "error", raw_rows, int(malformed.sum()), keys[malformed].head(SAMPLE_KEYS).tolist())
+        RuleResult(
+            table,
+            "row.malformed",
+            "error",
+            raw_rows,
+            int(malformed.sum()),
+            keys[malformed].head(SAMPLE_KEYS).tolist(),
+        )
     ]
     evaluated = int((~malformed).sum())
     for rule in rules:
         positions = kept_positions[failing.get(rule.rule_id, np.array([], dtype=np.int64))]
         results.append(
             RuleResult(
-                table, rule.rule_id, rule.severity, evaluated, len(positions),
-                keys.iloc[positions[:SAMPLE_KEYS]].tolist(), rule.message,
+                table,
+                rule.rule_id,
+                rule.severity,
+                evaluated,
+                len(positions),
+                keys.iloc[positions[:SAMPLE_KEYS]].tolist(),
+                rule.message,
             )
         )
         if len(positions):
-            shown = raw[rule.column].iloc[positions].astype("str").fillna("(missing)") if rule.column in raw else ""
+            shown = (
+                raw[rule.column].iloc[positions].astype("str").fillna("(missing)")
+                if rule.column in raw
+                else ""
+            )
             findings.append(
                 pd.DataFrame(
                     {
@@ -310,8 +338,10 @@ def stage_table(
                     }
                 )
             )
-    found = pd.concat(findings, ignore_index=True) if findings else pd.DataFrame(
-        columns=["position", "rule", "severity", "message"]
+    found = (
+        pd.concat(findings, ignore_index=True)
+        if findings
+        else pd.DataFrame(columns=["position", "rule", "severity", "message"])
     )
     errors = found[found["severity"] == "error"]
     bad_positions = np.unique(errors["position"].to_numpy(dtype=np.int64))
@@ -332,20 +362,38 @@ def stage_table(
     limit = contract.max_bad_share if max_bad_share is None else max_bad_share
     results.append(
         RuleResult(
-            table, "table.bad_share", "block", raw_rows, len(bad_positions) if share > limit else 0,
+            table,
+            "table.bad_share",
+            "block",
+            raw_rows,
+            len(bad_positions) if share > limit else 0,
             quarantine["row_key"].head(SAMPLE_KEYS).tolist(),
             f"{share:.1%} of rows quarantined (limit {limit:.0%})",
         )
     )
     unique_ok = not staged.duplicated(subset=dedup_key).any()
-    results.append(RuleResult(table, "table.key_unique", "block", len(staged), 0 if unique_ok else 1, [], "one row per key after deduplication"))
+    results.append(
+        RuleResult(
+            table,
+            "table.key_unique",
+            "block",
+            len(staged),
+            0 if unique_ok else 1,
+            [],
+            "one row per key after deduplication",
+        )
+    )
     if contract.freshness is not None:
         results.append(_freshness(staged, contract, as_of, freshness_days))
-    frame = staged.drop(columns=[c for c in staged.columns if c.startswith("__")] + [MALFORMED_ROW], errors="ignore")
+    frame = staged.drop(
+        columns=[c for c in staged.columns if c.startswith("__")] + [MALFORMED_ROW], errors="ignore"
+    )
     return StagedTable(table, frame.reset_index(drop=True), quarantine, results, raw_rows, duplicates_removed)
 
 
-def _freshness(staged: pd.DataFrame, contract: TableContract, as_of: dt.date, override_days: int | None) -> RuleResult:
+def _freshness(
+    staged: pd.DataFrame, contract: TableContract, as_of: dt.date, override_days: int | None
+) -> RuleResult:
     """The newest value known at the as-of date must be recent enough, or the feed is stale."""
     assert contract.freshness is not None
     rule = contract.freshness
@@ -356,7 +404,12 @@ def _freshness(staged: pd.DataFrame, contract: TableContract, as_of: dt.date, ov
     stale = pd.isna(newest) or newest < end_of_day - pd.Timedelta(days=days + 1)
     shown = "none" if pd.isna(newest) else newest.date().isoformat()
     return RuleResult(
-        contract.table, f"{rule.column}.freshness", rule.severity, len(staged), int(stale), [],
+        contract.table,
+        f"{rule.column}.freshness",
+        rule.severity,
+        len(staged),
+        int(stale),
+        [],
         f"newest {rule.column} known at {as_of} is {shown}; must be within {days} days",
     )
 
@@ -366,7 +419,9 @@ def _quarantine_rows(raw: pd.DataFrame, keys: pd.Series, errors: pd.DataFrame, t
     columns = ["table", "row_key", "rule", "message", "raw_row", "loaded_at"]
     if errors.empty:
         return pd.DataFrame({c: pd.Series(dtype="str") for c in columns})
-    grouped = errors.groupby("position", sort=True).agg(rule=("rule", "first"), message=("message", "; ".join))
+    grouped = errors.groupby("position", sort=True).agg(
+        rule=("rule", "first"), message=("message", "; ".join)
+    )
     positions = grouped.index.to_numpy(dtype=np.int64)
     subset = raw.iloc[positions]
     loaded = subset["_loaded_at"] if "_loaded_at" in subset else pd.Series(pd.NaT, index=subset.index)

@@ -317,7 +317,9 @@ def _win_probability(spec: DemoSpec, comp: _Companies, acct: np.ndarray, created
     snowflake = (comp.tech_mask[acct] >> _SNOWFLAKE_BIT) & 1
     coefficient = {value: weight for _, value, weight in MUST_HAVE_TERMS}
     software_term = coefficient["Software"] * (industry == _SOFTWARE)
-    logit = WIN_INTERCEPT + coefficient["201-1000"] * (band == _BAND_FIT) + coefficient["Snowflake"] * snowflake
+    logit = (
+        WIN_INTERCEPT + coefficient["201-1000"] * (band == _BAND_FIT) + coefficient["Snowflake"] * snowflake
+    )
     if spec.drift_date is None:
         logit = logit + software_term
     else:

@@ -25,10 +25,23 @@ def ops_message(as_of: dt.date, flagged: bool, text: str) -> AlertMessage:
     state = "flagged" if flagged else "cleared"
     notice_id = hashlib.sha1(f"drift|{as_of}|{state}".encode()).hexdigest()[:16]
     return AlertMessage(
-        alert_id=notice_id, event_id=notice_id, account_id="-", account_name=f"ICP drift {state}",
-        owner_id=None, owner_name=None, owner_email=None, slack_user_id=None, tier="-", fit_score=0,
-        top_reasons="", trigger_type="ops_notice", occurred_at=as_of.isoformat(), strength=1.0 if flagged else 0.0,
-        priority=1.0, evidence={"message": text}, crm_url=None,
+        alert_id=notice_id,
+        event_id=notice_id,
+        account_id="-",
+        account_name=f"ICP drift {state}",
+        owner_id=None,
+        owner_name=None,
+        owner_email=None,
+        slack_user_id=None,
+        tier="-",
+        fit_score=0,
+        top_reasons="",
+        trigger_type="ops_notice",
+        occurred_at=as_of.isoformat(),
+        strength=1.0 if flagged else 0.0,
+        priority=1.0,
+        evidence={"message": text},
+        crm_url=None,
     )
 
 
@@ -51,7 +64,11 @@ def previous_state(flags: pd.DataFrame | None, as_of: dt.date) -> bool:
         "against the reference profile, PSI and JS distance of features and fit score, ICP coverage of new "
         "pipeline, and what moved. icp.drift_flags keeps the flag state per as-of date."
     ),
-    check_specs=[dg.AssetCheckSpec(STILL_PREDICTS, asset=DRIFT, description="No cohort's AUC fell significantly below the reference.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            STILL_PREDICTS, asset=DRIFT, description="No cohort's AUC fell significantly below the reference."
+        )
+    ],
 )
 def drift_metrics_asset(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
     """Compare monthly cohorts with the reference profile; notify ops when the flag state changes."""
@@ -70,12 +87,23 @@ def drift_metrics_asset(context: dg.AssetExecutionContext, icp: IcpSettings) -> 
             else f"ICP drift cleared as of {as_of}: recent cohorts predict wins like the reference again."
         )
         channels = build_channels(config, icp.warehouse_path().parent / "outbox", context.log)
-        results = {name: channel.send(ops_message(as_of, report.flagged, text)) for name, channel in channels.items()}
+        results = {
+            name: channel.send(ops_message(as_of, report.flagged, text)) for name, channel in channels.items()
+        }
         notified = ", ".join(f"{name}: {result.status}" for name, result in results.items())
         context.log.warning(text)
     state = pd.DataFrame(
-        [{"as_of": as_of, "flagged": report.flagged, "reason": report.reason, "recommendation": report.recommendation,
-          "reference_date": report.reference_date, "profile_version": report.profile_version, "notified": notified}]
+        [
+            {
+                "as_of": as_of,
+                "flagged": report.flagged,
+                "reason": report.reason,
+                "recommendation": report.recommendation,
+                "reference_date": report.reference_date,
+                "profile_version": report.profile_version,
+                "notified": notified,
+            }
+        ]
     )
     with connect(icp.warehouse_path()) as con:
         replace_slice(con, "icp", "drift_metrics", report.metrics, {"as_of": as_of})
@@ -102,7 +130,9 @@ def drift_metrics_asset(context: dg.AssetExecutionContext, icp: IcpSettings) -> 
             "what_moved": dg.MetadataValue.md(
                 "\n".join(f"- {text}" for text in report.moved["text"].head(5)) or "(nothing significant)"
             ),
-            "cohort_auc": dg.MetadataValue.md(cohorts[["cohort", "value", "reference", "flagged", "n", "note"]].to_markdown(index=False)),
+            "cohort_auc": dg.MetadataValue.md(
+                cohorts[["cohort", "value", "reference", "flagged", "n", "note"]].to_markdown(index=False)
+            ),
             "ops_notified": notified or "no change of flag state",
         }
     )

@@ -27,7 +27,18 @@ from icp_pipeline.profile.traits import UNKNOWN
 from icp_pipeline.scoring.score import score_accounts
 from icp_pipeline.scoring.validation import auc, holdout_validation
 
-METRIC_COLUMNS = ["as_of", "cohort", "metric", "segment", "value", "reference", "threshold", "flagged", "n", "note"]
+METRIC_COLUMNS = [
+    "as_of",
+    "cohort",
+    "metric",
+    "segment",
+    "value",
+    "reference",
+    "threshold",
+    "flagged",
+    "n",
+    "note",
+]
 
 
 @dataclass
@@ -46,9 +57,9 @@ def auc_standard_error(value: float, positives: int, negatives: int) -> float:
     if positives == 0 or negatives == 0 or np.isnan(value):
         return float("nan")
     q1, q2 = value / (2 - value), 2 * value**2 / (1 + value)
-    variance = (value * (1 - value) + (positives - 1) * (q1 - value**2) + (negatives - 1) * (q2 - value**2)) / (
-        positives * negatives
-    )
+    variance = (
+        value * (1 - value) + (positives - 1) * (q1 - value**2) + (negatives - 1) * (q2 - value**2)
+    ) / (positives * negatives)
     return float(np.sqrt(max(variance, 0.0)))
 
 
@@ -58,7 +69,10 @@ def psi(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
     if reference.empty or current.empty:
         return float("nan")
     if not pd.api.types.is_numeric_dtype(reference):
-        reference, current = reference[reference.astype("str") != UNKNOWN], current[current.astype("str") != UNKNOWN]
+        reference, current = (
+            reference[reference.astype("str") != UNKNOWN],
+            current[current.astype("str") != UNKNOWN],
+        )
         if reference.empty or current.empty:
             return float("nan")
     if pd.api.types.is_numeric_dtype(reference):
@@ -76,7 +90,10 @@ def psi(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
 
 def js_distance(reference: pd.Series, current: pd.Series) -> float:
     """Jensen-Shannon distance between two categorical distributions (known values only)."""
-    reference, current = reference[reference.astype("str") != UNKNOWN], current[current.astype("str") != UNKNOWN]
+    reference, current = (
+        reference[reference.astype("str") != UNKNOWN],
+        current[current.astype("str") != UNKNOWN],
+    )
     ref = reference.astype("str").value_counts(normalize=True)
     cur = current.astype("str").value_counts(normalize=True)
     ref, cur = ref.align(cur, fill_value=0.0)
@@ -106,23 +123,33 @@ def _performance(deals: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def what_moved(reference: pd.DataFrame, current: pd.DataFrame, traits: pd.DataFrame, alpha: float = 0.01) -> pd.DataFrame:
+def what_moved(
+    reference: pd.DataFrame, current: pd.DataFrame, traits: pd.DataFrame, alpha: float = 0.01
+) -> pd.DataFrame:
     """Trait values whose win rate changed most between reference and current deals (two-proportion z-test)."""
     pairs = traits[["account_id", "trait", "value"]]
     rows = []
     for label, deals in (("reference", reference), ("current", current)):
-        joined = deals[["account_id", "won"]].merge(pairs, on="account_id")
-        grouped = joined.groupby(["trait", "value"], observed=True)["won"].agg(["sum", "size"]).add_prefix(f"{label}_")
+        joined = deals[["account_id", "won"]].reset_index(drop=True).merge(pairs, on="account_id")
+        grouped = (
+            joined.groupby(["trait", "value"], observed=True)["won"]
+            .agg(["sum", "size"])
+            .add_prefix(f"{label}_")
+        )
         rows.append(grouped)
     table = pd.concat(rows, axis=1).fillna(0).reset_index()
     table = table[(table["reference_size"] >= 20) & (table["current_size"] >= 20)]
     p1 = table["reference_sum"] / table["reference_size"]
     p2 = table["current_sum"] / table["current_size"]
-    pooled = (table["reference_sum"] + table["current_sum"]) / (table["reference_size"] + table["current_size"])
+    pooled = (table["reference_sum"] + table["current_sum"]) / (
+        table["reference_size"] + table["current_size"]
+    )
     se = np.sqrt(pooled * (1 - pooled) * (1 / table["reference_size"] + 1 / table["current_size"]))
     z = (p2 - p1) / se.replace(0, np.nan)
     table = table.assign(
-        win_rate_reference=p1, win_rate_current=p2, change=p2 - p1,
+        win_rate_reference=p1,
+        win_rate_current=p2,
+        change=p2 - p1,
         p_value=2 * stats.norm.sf(np.abs(z.fillna(0))),
         current_base=current["won"].mean() if len(current) else np.nan,
     )
@@ -130,7 +157,9 @@ def what_moved(reference: pd.DataFrame, current: pd.DataFrame, traits: pd.DataFr
     table["label"] = [trait_label(t, v) for t, v in table[["trait", "value"]].itertuples(index=False)]
     table["text"] = [
         f"{label}: win rate {a:.0%} -> {b:.0%}, n={int(n):,}"
-        for label, a, b, n in table[["label", "win_rate_reference", "win_rate_current", "current_size"]].itertuples(index=False)
+        for label, a, b, n in table[
+            ["label", "win_rate_reference", "win_rate_current", "current_size"]
+        ].itertuples(index=False)
     ]
     return table.reindex(table["change"].abs().sort_values(ascending=False).index).reset_index(drop=True)
 
@@ -140,20 +169,29 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
     rules: DriftConfig = config.drift
     reference_date = (pd.Timestamp(as_of) - pd.DateOffset(months=rules.reference_months)).date()
     traits_then = evidence.traits(config, reference_date)
-    profile, design = derive_profile(traits_then, evidence.opportunities, evidence.subscriptions, config, reference_date)
+    profile, design = derive_profile(
+        traits_then, evidence.opportunities, evidence.subscriptions, config, reference_date
+    )
     scores = score_accounts(profile, design, reference_date).set_index("account_id")[["fit_score", "tier"]]
     deals = opportunity_outcomes(evidence.opportunities, config.stages, as_of)
-    deals = deals.join(scores, on="account_id", how="inner")
+    deals = deals.join(scores, on="account_id", how="inner").reset_index(drop=True)
     created = deals["created_at"]
     start = _month_start(reference_date)
     window_start = start - pd.DateOffset(months=rules.reference_window_months)
-    reference_deals = profile.outcomes[profile.outcomes["closed"] & (profile.outcomes["created_at"] >= window_start)]
-    reference_deals = reference_deals.join(scores, on="account_id", how="inner")
+    reference_deals = profile.outcomes[
+        profile.outcomes["closed"] & (profile.outcomes["created_at"] >= window_start)
+    ]
+    reference_deals = reference_deals.join(scores, on="account_id", how="inner").reset_index(drop=True)
     reference = _performance(reference_deals)
     # The reference profile has seen its own deals; judge cohorts against its out-of-sample AUC.
     holdout, _ = holdout_validation(
-        evidence.accounts, evidence.opportunities, evidence.subscriptions, evidence.firmographics,
-        evidence.funding_rounds, config, reference_date,
+        evidence.accounts,
+        evidence.opportunities,
+        evidence.subscriptions,
+        evidence.firmographics,
+        evidence.funding_rounds,
+        config,
+        reference_date,
     )
     holdout_values = holdout.set_index("metric")["value"]
     if "auc" in holdout_values and pd.notna(holdout_values["auc"]):
@@ -163,12 +201,42 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
         reference["auc_se"] = auc_standard_error(reference["auc"], wins, n_test - wins)
     rows: list[dict[str, object]] = []
 
-    def add(cohort: str, metric: str, value: float, ref: float, threshold: float, flagged: bool, n: int, note: str = "", segment: str = "all") -> None:
-        rows.append({"as_of": as_of, "cohort": cohort, "metric": metric, "segment": segment, "value": value, "reference": ref,
-                     "threshold": threshold, "flagged": flagged, "n": n, "note": note})
+    def add(
+        cohort: str,
+        metric: str,
+        value: float,
+        ref: float,
+        threshold: float,
+        flagged: bool,
+        n: int,
+        note: str = "",
+        segment: str = "all",
+    ) -> None:
+        rows.append(
+            {
+                "as_of": as_of,
+                "cohort": cohort,
+                "metric": metric,
+                "segment": segment,
+                "value": value,
+                "reference": ref,
+                "threshold": threshold,
+                "flagged": flagged,
+                "n": n,
+                "note": note,
+            }
+        )
 
-    add("reference", "auc", reference["auc"], reference["auc"], np.nan, False, int(reference["n"]),
-        f"holdout AUC of a profile learned by {reference_date}; population: deals created {window_start.date()} to {reference_date}")
+    add(
+        "reference",
+        "auc",
+        reference["auc"],
+        reference["auc"],
+        np.nan,
+        False,
+        int(reference["n"]),
+        f"holdout AUC of a profile learned by {reference_date}; population: deals created {window_start.date()} to {reference_date}",
+    )
     flagged_cohorts: list[str] = []
     current_frames: list[pd.DataFrame] = []
     flagged_frames: list[pd.DataFrame] = []
@@ -180,27 +248,73 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
         cohort = deals[(created >= month) & (created < nxt)]
         closed = cohort[cohort["closed"]]
         coverage = cohort["tier"].isin(["A", "B"]).mean() if len(cohort) else np.nan
-        add(label, "icp_coverage", coverage, np.nan, np.nan, False, len(cohort), "share of new pipeline that is tier A or B")
+        add(
+            label,
+            "icp_coverage",
+            coverage,
+            np.nan,
+            np.nan,
+            False,
+            len(cohort),
+            "share of new pipeline that is tier A or B",
+        )
         current_frames.append(closed)
         perf = _performance(closed)
         closed_share = len(closed) / len(cohort) if len(cohort) else 0.0
-        enough = perf["n"] >= rules.min_cohort_deals and perf["wins"] >= rules.min_cohort_wins and perf["n"] - perf["wins"] >= rules.min_cohort_wins
+        enough = (
+            perf["n"] >= rules.min_cohort_deals
+            and perf["wins"] >= rules.min_cohort_wins
+            and perf["n"] - perf["wins"] >= rules.min_cohort_wins
+        )
         if not enough or closed_share < rules.min_closed_share:
             why = (
                 f"{perf['n']} closed deals, {perf['wins']} wins"
                 if not enough
                 else f"immature: {closed_share:.0%} of the cohort has closed (need {rules.min_closed_share:.0%})"
             )
-            add(label, "auc", np.nan, reference["auc"], np.nan, False, int(perf["n"]), f"insufficient data: {why}")
+            add(
+                label,
+                "auc",
+                np.nan,
+                reference["auc"],
+                np.nan,
+                False,
+                int(perf["n"]),
+                f"insufficient data: {why}",
+            )
         else:
             gap = reference["auc"] - perf["auc"]
             combined_se = float(np.sqrt(reference["auc_se"] ** 2 + perf["auc_se"] ** 2))
             is_flagged = bool(gap >= rules.min_auc_drop and gap > 1.96 * combined_se)
-            add(label, "auc", perf["auc"], reference["auc"], reference["auc"] - max(rules.min_auc_drop, 1.96 * combined_se), is_flagged, int(perf["n"]),
-                f"95% CI {perf['auc'] - 1.96 * perf['auc_se']:.2f}-{perf['auc'] + 1.96 * perf['auc_se']:.2f}")
-            add(label, "tier_a_lift", perf["tier_a_lift"], np.nan, rules.min_tier_a_lift, False, int(perf["n"]))
+            add(
+                label,
+                "auc",
+                perf["auc"],
+                reference["auc"],
+                reference["auc"] - max(rules.min_auc_drop, 1.96 * combined_se),
+                is_flagged,
+                int(perf["n"]),
+                f"95% CI {perf['auc'] - 1.96 * perf['auc_se']:.2f}-{perf['auc'] + 1.96 * perf['auc_se']:.2f}",
+            )
+            add(
+                label,
+                "tier_a_lift",
+                perf["tier_a_lift"],
+                np.nan,
+                rules.min_tier_a_lift,
+                False,
+                int(perf["n"]),
+            )
             add(label, "win_rate", perf["win_rate"], reference["win_rate"], np.nan, False, int(perf["n"]))
-            add(label, "ab_share_of_wins", perf["ab_share_of_wins"], reference["ab_share_of_wins"], np.nan, False, int(perf["n"]))
+            add(
+                label,
+                "ab_share_of_wins",
+                perf["ab_share_of_wins"],
+                reference["ab_share_of_wins"],
+                np.nan,
+                False,
+                int(perf["n"]),
+            )
             if is_flagged:
                 flagged_cohorts.append(label)
                 flagged_frames.append(closed)
@@ -209,24 +323,71 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
     pairs = long_traits(evidence.traits(config, as_of))
     # What moved is judged where the ICP failed: the flagged cohorts, else every cohort since the reference.
     moved = what_moved(reference_deals, pd.concat(flagged_frames) if flagged_frames else current, pairs)
-    reference_accounts = traits_then.accounts[traits_then.accounts["account_id"].isin(reference_deals["account_id"])]
+    reference_accounts = traits_then.accounts[
+        traits_then.accounts["account_id"].isin(reference_deals["account_id"])
+    ]
     current_traits = evidence.traits(config, as_of).accounts
     current_accounts = current_traits[current_traits["account_id"].isin(current["account_id"])]
     for feature in [c for c in reference_accounts.columns if c != "account_id"]:
         value = psi(reference_accounts[feature], current_accounts[feature])
-        add("population", "psi", value, 0.0, rules.psi_flag, bool(value >= rules.psi_flag), len(current_accounts),
-            "watch" if rules.psi_watch <= value < rules.psi_flag else "", segment=feature)
-        add("population", "js_distance", js_distance(reference_accounts[feature], current_accounts[feature]), 0.0, np.nan, False, len(current_accounts), segment=feature)
+        add(
+            "population",
+            "psi",
+            value,
+            0.0,
+            rules.psi_flag,
+            bool(value >= rules.psi_flag),
+            len(current_accounts),
+            "watch" if rules.psi_watch <= value < rules.psi_flag else "",
+            segment=feature,
+        )
+        add(
+            "population",
+            "js_distance",
+            js_distance(reference_accounts[feature], current_accounts[feature]),
+            0.0,
+            np.nan,
+            False,
+            len(current_accounts),
+            segment=feature,
+        )
     score_psi = psi(reference_deals["fit_score"], current["fit_score"])
-    add("population", "psi", score_psi, 0.0, rules.psi_flag, bool(score_psi >= rules.psi_flag), len(current), segment="fit_score")
+    add(
+        "population",
+        "psi",
+        score_psi,
+        0.0,
+        rules.psi_flag,
+        bool(score_psi >= rules.psi_flag),
+        len(current),
+        segment="fit_score",
+    )
     for _, item in moved.head(5).iterrows():
-        add("what_moved", "win_rate_change", item["change"], item["win_rate_reference"], np.nan, False, int(item["current_size"]), item["text"], segment=item["label"])
+        add(
+            "what_moved",
+            "win_rate_change",
+            item["change"],
+            item["win_rate_reference"],
+            np.nan,
+            False,
+            int(item["current_size"]),
+            item["text"],
+            segment=item["label"],
+        )
     flagged = bool(flagged_cohorts)
     reason = f"AUC below reference in cohort(s) {', '.join(flagged_cohorts)}" if flagged else ""
     recommendation = _recommend(moved, flagged)
     if flagged:
         add("verdict", "flag", 1.0, np.nan, np.nan, True, len(current), f"{reason}. {recommendation}")
-    return DriftReport(pd.DataFrame(rows, columns=METRIC_COLUMNS), moved, flagged, reason, recommendation, reference_date, profile.version)
+    return DriftReport(
+        pd.DataFrame(rows, columns=METRIC_COLUMNS),
+        moved,
+        flagged,
+        reason,
+        recommendation,
+        reference_date,
+        profile.version,
+    )
 
 
 def _recommend(moved: pd.DataFrame, flagged: bool) -> str:

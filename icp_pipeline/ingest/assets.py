@@ -1,6 +1,5 @@
 """Dagster wiring of the file-drop ingestion: one asset per raw table, keys `raw/<table>`."""
 
-
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path

@@ -145,9 +145,7 @@ def file_drop_source(
     """All canonical tables of a checked drop; a missing optional file yields no rows."""
     stamp = loaded_at or dt.datetime.now(dt.UTC)
     sink = stats if stats is not None else {}
-    return [
-        _table_resource(contract, inventory, warehouse, stamp, sink) for contract in contracts.values()
-    ]
+    return [_table_resource(contract, inventory, warehouse, stamp, sink) for contract in contracts.values()]
 
 
 def file_drop_pipeline(warehouse: Path, pipelines_dir: Path) -> dlt.Pipeline:

@@ -266,9 +266,7 @@ def with_identity(table: pa.Table, key_columns: tuple[str, ...]) -> pa.Table:
 
 def _malformed_table(table_file: TableFile, lines: list[str]) -> pa.Table:
     """Unparseable lines as rows of their own, so staging can quarantine them with a reason."""
-    columns: dict[str, pa.Array] = {
-        name: pa.nulls(len(lines), pa.string()) for name in table_file.columns
-    }
+    columns: dict[str, pa.Array] = {name: pa.nulls(len(lines), pa.string()) for name in table_file.columns}
     columns[MALFORMED_ROW] = pa.array(lines, pa.string())
     return pa.table(columns)
 

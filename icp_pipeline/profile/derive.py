@@ -71,7 +71,8 @@ def _verdicts(evidence: pd.DataFrame, config: IcpConfig) -> pd.Series:
     verdict = np.select(
         [
             ~evidence["sufficient"],
-            evidence["significant"] & (evidence["win_rate_with_high"] < rules.hard_no_max_win_rate_ratio * base),
+            evidence["significant"]
+            & (evidence["win_rate_with_high"] < rules.hard_no_max_win_rate_ratio * base),
             evidence["significant"]
             & (evidence["win_rate_lift"] >= rules.must_have_min_win_rate_lift)
             & (evidence["points"] >= 3),
@@ -160,7 +161,17 @@ def audit_written_icp(
 ) -> pd.DataFrame:
     """Each written criterion: supported, not supported or contradicted, with the numbers."""
     written = config.icp.written
-    columns = ["section", "trait", "values", "status", "win_rate_with", "win_rate_without", "closed_with", "p_value", "detail"]
+    columns = [
+        "section",
+        "trait",
+        "values",
+        "status",
+        "win_rate_with",
+        "win_rate_without",
+        "closed_with",
+        "p_value",
+        "detail",
+    ]
     if written is None:
         return pd.DataFrame(columns=columns)
     from icp_pipeline.profile.evidence import long_traits
@@ -168,13 +179,23 @@ def audit_written_icp(
     pairs = long_traits(traits)
     closed = opportunities[opportunities["closed"]]
     rows = []
-    for section, criteria in (("must_have", written.must_have), ("nice_to_have", written.nice_to_have), ("hard_no", written.hard_no)):
+    for section, criteria in (
+        ("must_have", written.must_have),
+        ("nice_to_have", written.nice_to_have),
+        ("hard_no", written.hard_no),
+    ):
         for criterion in criteria:
-            holders = pairs[(pairs["trait"] == criterion.trait) & pairs["value"].isin(criterion.values)]["account_id"]
+            holders = pairs[(pairs["trait"] == criterion.trait) & pairs["value"].isin(criterion.values)][
+                "account_id"
+            ]
             has = closed["account_id"].isin(holders)
             a, b = int(closed.loc[has, "won"].sum()), int((~closed.loc[has, "won"]).sum())
             c, d = int(closed.loc[~has, "won"].sum()), int((~closed.loc[~has, "won"]).sum())
-            p = stats.fisher_exact([[a, b], [c, d]]).pvalue if (a + b) and (c + d) and (a + c) and (b + d) else 1.0
+            p = (
+                stats.fisher_exact([[a, b], [c, d]]).pvalue
+                if (a + b) and (c + d) and (a + c) and (b + d)
+                else 1.0
+            )
             with_rate = a / (a + b) if a + b else np.nan
             without_rate = c / (c + d) if c + d else np.nan
             better = with_rate > without_rate
@@ -186,14 +207,33 @@ def audit_written_icp(
                 status = "supported"
             else:
                 status = "contradicted"
-            per_value = evidence[(evidence["trait"] == criterion.trait) & evidence["value"].isin(criterion.values)]
-            weak = per_value[~per_value["verdict"].isin([MUST_HAVE, NICE_TO_HAVE] if wanted_better else [HARD_NO, NEGATIVE])]
+            per_value = evidence[
+                (evidence["trait"] == criterion.trait) & evidence["value"].isin(criterion.values)
+            ]
+            weak = per_value[
+                ~per_value["verdict"].isin(
+                    [MUST_HAVE, NICE_TO_HAVE] if wanted_better else [HARD_NO, NEGATIVE]
+                )
+            ]
             detail = ""
             if status == "supported" and len(weak) and len(criterion.values) > 1:
                 detail = "wider than the data supports: " + ", ".join(
-                    f"{v} ({_rate(r)} win rate, n={n})" for v, r, n in weak[["value", "win_rate_with", "closed_with"]].itertuples(index=False)
+                    f"{v} ({_rate(r)} win rate, n={n})"
+                    for v, r, n in weak[["value", "win_rate_with", "closed_with"]].itertuples(index=False)
                 )
-            rows.append([section, criterion.trait, ", ".join(criterion.values), status, with_rate, without_rate, a + b, p, detail])
+            rows.append(
+                [
+                    section,
+                    criterion.trait,
+                    ", ".join(criterion.values),
+                    status,
+                    with_rate,
+                    without_rate,
+                    a + b,
+                    p,
+                    detail,
+                ]
+            )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -227,7 +267,9 @@ def derive_profile(
     else:
         rows = design.account_ids.get_indexer(closed["account_id"].astype("str"))
         known = rows >= 0
-        intercept, coefficients = fit_logistic(design.matrix[rows[known]], closed["won"].to_numpy()[known], rules.l2)
+        intercept, coefficients = fit_logistic(
+            design.matrix[rows[known]], closed["won"].to_numpy()[known], rules.l2
+        )
         model = points_from_coefficients(intercept, coefficients, design)
     evidence = evidence.merge(model.points[["trait", "value", "points"]], on=["trait", "value"], how="left")
     evidence["points"] = evidence["points"].fillna(0).astype(int)
@@ -239,19 +281,26 @@ def derive_profile(
     model = _apply_point_overrides(model, rules.points)
     scores, _ = account_points(design, model)
     disqualified = disqualified_accounts(design, evidence)
-    cutoffs = tier_cutoffs(scores[~disqualified] if (~disqualified).any() else scores, config, model.scored_by)
+    cutoffs = tier_cutoffs(
+        scores[~disqualified] if (~disqualified).any() else scores, config, model.scored_by
+    )
     tiers = assign_tiers(scores, disqualified, cutoffs)
     fit = design.account_ids[np.isin(tiers, ["A", "B"])]
     non_fit = design.account_ids[~np.isin(tiers, ["A", "B"])]
     metrics = pd.DataFrame(
-        [_group_metrics("icp_fit", fit, outcomes, customers, config), _group_metrics("non_fit", non_fit, outcomes, customers, config)]
+        [
+            _group_metrics("icp_fit", fit, outcomes, customers, config),
+            _group_metrics("non_fit", non_fit, outcomes, customers, config),
+        ]
     )
     audit = audit_written_icp(config, evidence, traits, outcomes)
     criteria = evidence[evidence["verdict"].isin([MUST_HAVE, NICE_TO_HAVE, HARD_NO])]
     version = profile_version(
         {
             "criteria": criteria[["trait", "value", "verdict"]].to_dict("records"),
-            "points": model.points[model.points["points"] != 0][["trait", "value", "points"]].to_dict("records"),
+            "points": model.points[model.points["points"] != 0][["trait", "value", "points"]].to_dict(
+                "records"
+            ),
             "base": model.base,
             "cutoffs": cutoffs,
             "scored_by": model.scored_by,
@@ -295,10 +344,25 @@ def summarize(evidence: pd.DataFrame, model: PointsModel, closed: int, notes: li
         return f"Scored from the written ICP ({'; '.join(notes) or 'cold start'}); the data does not yet support a learned profile."
     parts = [f"Learned from {closed:,} closed deals."]
     if len(must):
-        parts.append("Best-fit accounts: " + ", ".join(trait_label(t, v) for t, v in must[["trait", "value"]].itertuples(index=False)) + ".")
+        parts.append(
+            "Best-fit accounts: "
+            + ", ".join(trait_label(t, v) for t, v in must[["trait", "value"]].itertuples(index=False))
+            + "."
+        )
     if len(hard):
-        parts.append("Hard no: " + ", ".join(trait_label(t, v) for t, v in hard[["trait", "value"]].itertuples(index=False)) + ".")
+        parts.append(
+            "Hard no: "
+            + ", ".join(trait_label(t, v) for t, v in hard[["trait", "value"]].itertuples(index=False))
+            + "."
+        )
     return " ".join(parts)
 
 
-__all__ = ["IcpProfile", "derive_profile", "wilson_interval", "trait_label", "assign_tiers", "disqualified_accounts"]
+__all__ = [
+    "IcpProfile",
+    "derive_profile",
+    "wilson_interval",
+    "trait_label",
+    "assign_tiers",
+    "disqualified_accounts",
+]

@@ -25,7 +25,9 @@ def evidence_text(row: pd.Series) -> str:
         f"{_pct(row['support_best'])} of best customers vs {_pct(row['share_of_accounts'])} of accounts"
     )
     if row["top_customers"] and row["top_customers_with"] >= 3:
-        text += f"; {int(row['top_customers_with'])} of the top {int(row['top_customers'])} customers share it"
+        text += (
+            f"; {int(row['top_customers_with'])} of the top {int(row['top_customers'])} customers share it"
+        )
     return text
 
 
@@ -42,7 +44,12 @@ def profile_rows(profile: IcpProfile) -> pd.DataFrame:
     evidence = with_evidence_text(profile.evidence)
     rows: list[dict[str, object]] = [
         {"section": "summary", "label": profile.summary, "detail": "; ".join(profile.notes)},
-        {"section": "model", "label": "base points", "points": profile.model.base, "detail": profile.model.scored_by},
+        {
+            "section": "model",
+            "label": "base points",
+            "points": profile.model.base,
+            "detail": profile.model.scored_by,
+        },
     ]
     for verdict, _title in SECTIONS:
         for _, item in evidence[evidence["verdict"] == verdict].iterrows():
@@ -58,7 +65,15 @@ def profile_rows(profile: IcpProfile) -> pd.DataFrame:
             )
     for trait, value, points in profile.model.points[["trait", "value", "points"]].itertuples(index=False):
         if points:
-            rows.append({"section": "points", "trait": trait, "value": value, "label": trait_label(trait, value), "points": int(points)})
+            rows.append(
+                {
+                    "section": "points",
+                    "trait": trait,
+                    "value": value,
+                    "label": trait_label(trait, value),
+                    "points": int(points),
+                }
+            )
     for tier, cutoff in profile.tier_cutoffs.items():
         rows.append({"section": "tier_cutoff", "label": f"Tier {tier}", "value": tier, "points": cutoff})
     for _, metric in profile.metrics.iterrows():
@@ -80,12 +95,16 @@ def profile_rows(profile: IcpProfile) -> pd.DataFrame:
         )
     frame = pd.DataFrame(rows)
     for column in ("trait", "value", "label", "detail"):
-        frame[column] = frame.get(column, pd.Series(dtype="str")).astype("str").where(lambda s: s != "nan", None)
+        frame[column] = (
+            frame.get(column, pd.Series(dtype="str")).astype("str").where(lambda s: s != "nan", None)
+        )
     frame["points"] = pd.to_numeric(frame.get("points"), errors="coerce").astype("Int64")
     frame["number"] = pd.to_numeric(frame.get("number"), errors="coerce").astype("Float64")
     frame.insert(0, "profile_version", profile.version)
     frame.insert(0, "as_of", profile.as_of)
-    return frame[["as_of", "profile_version", "section", "trait", "value", "label", "points", "number", "detail"]]
+    return frame[
+        ["as_of", "profile_version", "section", "trait", "value", "label", "points", "number", "detail"]
+    ]
 
 
 def _metrics_table(profile: IcpProfile) -> list[tuple[str, str, str]]:
@@ -129,9 +148,17 @@ def markdown_document(profile: IcpProfile) -> str:
     lines += ["## ICP-fit (tiers A+B) vs the rest", "", "| metric | ICP-fit | non-fit |", "|---|---|---|"]
     lines += [f"| {name} | {fit} | {non} |" for name, fit, non in _metrics_table(profile)]
     lines += ["", "## Tiers", ""]
-    lines += [f"- Tier {tier}: fit score >= {cutoff}" for tier, cutoff in profile.tier_cutoffs.items()] + ["- Tier D: the rest, and every hard-no account"]
+    lines += [f"- Tier {tier}: fit score >= {cutoff}" for tier, cutoff in profile.tier_cutoffs.items()] + [
+        "- Tier D: the rest, and every hard-no account"
+    ]
     if len(profile.audit):
-        lines += ["", "## Audit of the written ICP", "", "| criterion | values | status | win rate with | without | n | p |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Audit of the written ICP",
+            "",
+            "| criterion | values | status | win rate with | without | n | p |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for _, a in profile.audit.iterrows():
             lines.append(
                 f"| {a['section']} {a['trait']} | {a['values']} | {a['status']} {a['detail']} | {_pct(a['win_rate_with'])} "

@@ -31,16 +31,22 @@ class EvidenceRules:
 def long_traits(traits: AccountTraits) -> pd.DataFrame:
     """(account_id, trait, value) for every known single-valued trait and every technology."""
     single = [name for name in traits.accounts.columns if name != "account_id"]
-    melted = traits.accounts.melt(id_vars="account_id", value_vars=single, var_name="trait", value_name="value")
+    melted = traits.accounts.melt(
+        id_vars="account_id", value_vars=single, var_name="trait", value_name="value"
+    )
     melted = melted[melted["value"].astype("str") != UNKNOWN]
     tech = traits.technologies.rename(columns={TECHNOLOGY: "value"}).assign(trait=TECHNOLOGY)
     combined = pd.concat([melted[["account_id", "trait", "value"]], tech[["account_id", "trait", "value"]]])
     combined["value"] = combined["value"].astype("str")
-    combined["trait"] = pd.Categorical(combined["trait"], categories=[*SINGLE_TRAITS, *sorted(set(single) - set(SINGLE_TRAITS)), TECHNOLOGY])
+    combined["trait"] = pd.Categorical(
+        combined["trait"], categories=[*SINGLE_TRAITS, *sorted(set(single) - set(SINGLE_TRAITS)), TECHNOLOGY]
+    )
     return combined.reset_index(drop=True)
 
 
-def wilson_interval(successes: np.ndarray, trials: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+def wilson_interval(
+    successes: np.ndarray, trials: np.ndarray, z: float = 1.96
+) -> tuple[np.ndarray, np.ndarray]:
     """95% Wilson score interval: sane at 0 and 1 and for small samples, unlike the normal one."""
     n = np.maximum(trials.astype(float), 1e-12)
     p = successes / n
@@ -67,9 +73,10 @@ def trait_evidence(
     opportunities: pd.DataFrame,
     best: pd.Index,
     top_customers: pd.Index,
-    rules: EvidenceRules = EvidenceRules(),
+    rules: EvidenceRules | None = None,
 ) -> pd.DataFrame:
     """One row per trait value with support, lift, win rates, p and q values and a verdict hint."""
+    rules = rules or EvidenceRules()
     pairs = long_traits(traits)
     n_accounts = len(traits.accounts)
     closed = opportunities[opportunities["closed"]]
@@ -98,9 +105,13 @@ def trait_evidence(
     table["lost_without"] = table["closed_without"] - table["won_without"]
     table["share_of_accounts"] = table["accounts_with"] / max(n_accounts, 1)
     table["support_best"] = table["best_with"] / max(len(best), 1)
-    table["lift"] = np.where(table["share_of_accounts"] > 0, table["support_best"] / table["share_of_accounts"], np.nan)
+    table["lift"] = np.where(
+        table["share_of_accounts"] > 0, table["support_best"] / table["share_of_accounts"], np.nan
+    )
     table["win_rate_with"] = table["won_with"] / table["closed_with"].where(table["closed_with"] > 0)
-    table["win_rate_without"] = table["won_without"] / table["closed_without"].where(table["closed_without"] > 0)
+    table["win_rate_without"] = table["won_without"] / table["closed_without"].where(
+        table["closed_without"] > 0
+    )
     low, high = wilson_interval(table["won_with"].to_numpy(), table["closed_with"].to_numpy())
     table["win_rate_with_low"], table["win_rate_with_high"] = low, high
     table["win_rate_lift"] = table["win_rate_with"] / table["win_rate_without"]

@@ -67,7 +67,9 @@ def _end_of(as_of: dt.date) -> pd.Timestamp:
 
 def latest_observation(firmographics: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
     """Each matched account's most recent firmographic observation made by the as-of date."""
-    known = firmographics[firmographics["account_id"].notna() & (firmographics["observed_at"] < _end_of(as_of))]
+    known = firmographics[
+        firmographics["account_id"].notna() & (firmographics["observed_at"] < _end_of(as_of))
+    ]
     ordered = known.sort_values(["account_id", "observed_at"], kind="stable")
     return ordered.drop_duplicates("account_id", keep="last").set_index("account_id")
 

@@ -131,14 +131,27 @@ def score_validation(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.
     with connect(icp.warehouse_path(), read_only=True) as con:
         inputs = read_evidence(con)
     metrics, _ = holdout_validation(
-        inputs.accounts, inputs.opportunities, inputs.subscriptions, inputs.firmographics, inputs.funding_rounds, config, as_of
+        inputs.accounts,
+        inputs.opportunities,
+        inputs.subscriptions,
+        inputs.firmographics,
+        inputs.funding_rounds,
+        config,
+        as_of,
     )
     with connect(icp.warehouse_path()) as con:
         replace_slice(con, "icp", "score_validation", metrics, {"as_of": as_of})
     values = metrics.set_index(["metric", "segment"])["value"]
     figures: dict[str, Any] = {}
-    for metric, segment in (("auc", "all"), ("tier_a_lift", "A"), ("ab_share_of_wins", "A+B"), ("base_win_rate", "all")):
+    for metric, segment in (
+        ("auc", "all"),
+        ("tier_a_lift", "A"),
+        ("ab_share_of_wins", "A+B"),
+        ("base_win_rate", "all"),
+    ):
         if (metric, segment) in values.index and pd.notna(values[(metric, segment)]):
             figures[metric] = float(values[(metric, segment)])
     context.log.info(f"holdout: {figures or metrics['note'].iloc[0]}")
-    return dg.MaterializeResult(metadata={**figures, "metrics": _md(metrics[["metric", "segment", "value", "note"]], 20)})
+    return dg.MaterializeResult(
+        metadata={**figures, "metrics": _md(metrics[["metric", "segment", "value", "note"]], 20)}
+    )

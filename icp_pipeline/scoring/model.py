@@ -44,7 +44,9 @@ class PointsModel:
     notes: list[str] = field(default_factory=list)
 
     def lookup(self) -> dict[tuple[str, str], int]:
-        return {(t, v): int(p) for t, v, p in self.points[["trait", "value", "points"]].itertuples(index=False)}
+        return {
+            (t, v): int(p) for t, v, p in self.points[["trait", "value", "points"]].itertuples(index=False)
+        }
 
 
 def build_design(traits: AccountTraits, min_tech_accounts: int = 1) -> Design:
@@ -104,13 +106,9 @@ def points_from_coefficients(intercept: float, coefficients: np.ndarray, design:
     tech = features[features["group"] == TECHNOLOGY]
     counts = np.asarray(design.matrix.sum(axis=0)).ravel()
     features["accounts"] = counts
-    mean_per_group = (
-        features[features["group"] != TECHNOLOGY]
-        .assign(weighted=lambda f: f["coefficient"] * f["accounts"])
-        .groupby("group")["weighted"]
-        .sum()
-        / max(len(design.account_ids), 1)
-    )
+    mean_per_group = features[features["group"] != TECHNOLOGY].assign(
+        weighted=lambda f: f["coefficient"] * f["accounts"]
+    ).groupby("group")["weighted"].sum() / max(len(design.account_ids), 1)
     group_max = single.groupby("group")["coefficient"].max()
     group_min = single.groupby("group")["coefficient"].min()
     top = intercept + group_max.sum() + tech["coefficient"].clip(lower=0).sum()
@@ -127,7 +125,7 @@ def points_from_coefficients(intercept: float, coefficients: np.ndarray, design:
         techs = with_points.loc[with_points["group"] == TECHNOLOGY, "points"]
         highest = base + singles.max().sum() + techs.clip(lower=0).sum()
         lowest = base + singles.min().sum() + techs.clip(upper=0).sum()
-        if 0 <= lowest and highest <= 100:
+        if lowest >= 0 and highest <= 100:
             break
         scale *= 0.95
     table = with_points[["trait", "value", "points", "coefficient"]].reset_index(drop=True)

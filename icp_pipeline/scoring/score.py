@@ -61,9 +61,16 @@ def _hard_no_reasons(design: Design, hard: pd.DataFrame) -> pd.Series:
     sub = design.matrix[:, features["index"].to_numpy()].tocoo()
     texts = [
         f"{trait_label(t, v)}: {r:.0%} win rate vs {b:.0%} overall (n={n})"
-        for t, v, r, b, n in features[["trait", "value", "win_rate_with", "base_win_rate", "closed_with"]].itertuples(index=False)
+        for t, v, r, b, n in features[
+            ["trait", "value", "win_rate_with", "base_win_rate", "closed_with"]
+        ].itertuples(index=False)
     ]
-    pairs = pd.DataFrame({"account_id": design.account_ids.to_numpy()[sub.row], "text": np.asarray(texts, dtype=object)[sub.col]})
+    pairs = pd.DataFrame(
+        {
+            "account_id": design.account_ids.to_numpy()[sub.row],
+            "text": np.asarray(texts, dtype=object)[sub.col],
+        }
+    )
     return pairs.groupby("account_id")["text"].agg("; ".join)
 
 
@@ -71,8 +78,9 @@ def _reason_texts(items: pd.DataFrame) -> pd.DataFrame:
     """JSON list of every non-zero item, and the top positive and negative reasons as text."""
     with duckdb.connect() as con:
         con.register("items", items[["account_id", "label", "trait", "value", "points"]])
-        return con.sql(
-            f"""
+        return (
+            con.sql(
+                """
             select account_id,
                    to_json(list(struct_pack(trait := trait, value := value, points := points)
                                 order by abs(points) desc, label))::varchar as reasons,
@@ -82,10 +90,14 @@ def _reason_texts(items: pd.DataFrame) -> pd.DataFrame:
                        filter (where points < 0) as top_negative_all
             from items group by account_id
             """
-        ).df().assign(
-            top_positive=lambda f: _first_n(f["top_positive_all"]),
-            top_negative=lambda f: _first_n(f["top_negative_all"]),
-        ).drop(columns=["top_positive_all", "top_negative_all"])
+            )
+            .df()
+            .assign(
+                top_positive=lambda f: _first_n(f["top_positive_all"]),
+                top_negative=lambda f: _first_n(f["top_negative_all"]),
+            )
+            .drop(columns=["top_positive_all", "top_negative_all"])
+        )
 
 
 def _first_n(texts: pd.Series, n: int = TOP_REASONS) -> pd.Series:

@@ -35,7 +35,11 @@ def auc(scores: np.ndarray, won: np.ndarray) -> float:
 def tier_table(tiers: pd.Series, won: pd.Series) -> pd.DataFrame:
     """Deals, wins, win rate and share of wins per tier."""
     frame = pd.DataFrame({"tier": tiers.to_numpy(), "won": won.to_numpy()})
-    table = frame.groupby("tier").agg(deals=("won", "size"), wins=("won", "sum")).reindex(list("ABCD"), fill_value=0)
+    table = (
+        frame.groupby("tier")
+        .agg(deals=("won", "size"), wins=("won", "sum"))
+        .reindex(list("ABCD"), fill_value=0)
+    )
     table["win_rate"] = table["wins"] / table["deals"].where(table["deals"] > 0)
     table["share_of_deals"] = table["deals"] / max(len(frame), 1)
     table["share_of_wins"] = table["wins"] / max(int(frame["won"].sum()), 1)
@@ -56,19 +60,28 @@ def holdout_validation(
     closed = closed[closed["closed"]]
     if len(closed) < 4 * MIN_TEST_DEALS:
         note = f"insufficient data: {len(closed)} closed deals (need {4 * MIN_TEST_DEALS})"
-        return pd.DataFrame([{"as_of": as_of, "metric": "status", "segment": "all", "value": np.nan, "note": note}]), pd.DataFrame()
+        return pd.DataFrame(
+            [{"as_of": as_of, "metric": "status", "segment": "all", "value": np.nan, "note": note}]
+        ), pd.DataFrame()
     split = closed["closed_at"].quantile(1 - HOLDOUT_SHARE).date()
     traits = build_traits(accounts, split, firmographics, funding_rounds, config.icp.custom_columns)
     profile, design = derive_profile(traits, opportunities, subscriptions, config, split)
     scores = score_accounts(profile, design, split).set_index("account_id")
     test = closed[closed["closed_at"] > pd.Timestamp(split, tz="UTC") + pd.Timedelta(days=1)]
     test = test[test["account_id"].isin(scores.index)]
-    scored = test[["opportunity_id", "account_id", "won"]].join(scores[["fit_score", "tier"]], on="account_id")
+    scored = test[["opportunity_id", "account_id", "won"]].join(
+        scores[["fit_score", "tier"]], on="account_id"
+    )
     won = scored["won"].to_numpy(dtype=bool)
     tiers = tier_table(scored["tier"], scored["won"])
     base = won.mean() if len(won) else np.nan
     rows = [
-        ("status", "all", np.nan, f"learned on deals closed by {split}, tested on {len(scored):,} closed after"),
+        (
+            "status",
+            "all",
+            np.nan,
+            f"learned on deals closed by {split}, tested on {len(scored):,} closed after",
+        ),
         ("auc", "all", auc(scored["fit_score"].to_numpy(dtype=float), won), ""),
         ("base_win_rate", "all", base, ""),
         ("test_deals", "all", float(len(scored)), ""),
@@ -76,7 +89,9 @@ def holdout_validation(
         ("ab_share_of_wins", "A+B", tiers.loc[["A", "B"], "share_of_wins"].sum(), ""),
         ("ab_share_of_deals", "A+B", tiers.loc[["A", "B"], "share_of_deals"].sum(), ""),
     ]
-    rows += [("win_rate", tier, tiers.loc[tier, "win_rate"], f"n={tiers.loc[tier, 'deals']}") for tier in "ABCD"]
+    rows += [
+        ("win_rate", tier, tiers.loc[tier, "win_rate"], f"n={tiers.loc[tier, 'deals']}") for tier in "ABCD"
+    ]
     metrics = pd.DataFrame(rows, columns=["metric", "segment", "value", "note"])
     metrics.insert(0, "as_of", as_of)
     metrics["split_date"] = split

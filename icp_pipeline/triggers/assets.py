@@ -60,13 +60,17 @@ def trigger_events(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.Ma
         context.log.warning(f"trigger {note}")
     events = events.assign(as_of=as_of)[[*EVENT_COLUMNS, "as_of"]]
     unmatched = {
-        feed: int(frame["account_id"].isna().sum()) for feed, frame in feeds.items() if frame is not None and len(frame)
+        feed: int(frame["account_id"].isna().sum())
+        for feed, frame in feeds.items()
+        if frame is not None and len(frame)
     }
     net_new = pd.DataFrame()
     firmographics = feeds.get("firmographics")
     if firmographics is not None and len(firmographics) and len(profile_rows):
         model, cutoffs = model_from_profile_rows(profile_rows)
-        net_new = net_new_accounts(firmographics, model, cutoffs, as_of, config.alerts.min_tier).assign(as_of=as_of)
+        net_new = net_new_accounts(firmographics, model, cutoffs, as_of, config.alerts.min_tier).assign(
+            as_of=as_of
+        )
     with connect(icp.warehouse_path()) as con:
         added = append_new_events(con, events)
         if len(net_new):
@@ -80,7 +84,9 @@ def trigger_events(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.Ma
             **{f"events_{kind}": int(count) for kind, count in by_type.items()},
             "unmatched_feed_rows": dg.MetadataValue.json(unmatched),
             "net_new_accounts": len(net_new),
-            "net_new_sample": dg.MetadataValue.md(net_new.head(10).to_markdown(index=False) if len(net_new) else "(none)"),
+            "net_new_sample": dg.MetadataValue.md(
+                net_new.head(10).to_markdown(index=False) if len(net_new) else "(none)"
+            ),
             "skipped": json.dumps(skipped),
         }
     )

@@ -87,13 +87,19 @@ def funding_events(rounds: pd.DataFrame, as_of: dt.date, config: TriggerConfig) 
     """A round announced within the window; stronger for later rounds and larger amounts."""
     rule = config.funding
     amount = rounds["amount_usd"].astype("Float64").fillna(0.0)
-    hit = rounds[rounds["account_id"].notna() & _window(rounds["announced_at"], as_of, rule.window_days) & (amount >= rule.min_amount_usd)]
+    hit = rounds[
+        rounds["account_id"].notna()
+        & _window(rounds["announced_at"], as_of, rule.window_days)
+        & (amount >= rule.min_amount_usd)
+    ]
     kind = hit["round_type"].astype("str").str.strip().str.lower().fillna("")
     later = pd.Series(np.where(kind.str.match(r"series [d-z]"), 0.85, 0.4), index=kind.index)
     base = kind.map(ROUND_STRENGTH).astype("Float64").fillna(later).astype(float)
     size = np.clip(np.log10(hit["amount_usd"].astype("Float64").fillna(0.0).astype(float) + 1) / 9, 0, 1)
     frame = hit.assign(
-        occurred_at=hit["announced_at"], strength=np.clip(0.7 * base + 0.3 * size, 0, 1), source_key=hit["round_id"]
+        occurred_at=hit["announced_at"],
+        strength=np.clip(0.7 * base + 0.3 * size, 0, 1),
+        source_key=hit["round_id"],
     )
     evidence = [
         {"round_type": t, "amount_usd": None if pd.isna(a) else float(a), "source_ids": [r]}
@@ -114,19 +120,35 @@ def hiring_surge_events(postings: pd.DataFrame, as_of: dt.date, config: TriggerC
     baseline_mask = (known["posted_at"] < recent_start) & (
         known["posted_at"] >= recent_start - pd.Timedelta(days=rule.baseline_days)
     )
-    recent = known[recent_mask].groupby("account_id").agg(
-        recent=("posting_id", "size"), first_posting=("posting_id", "min"), occurred_at=("posted_at", "max")
+    recent = (
+        known[recent_mask]
+        .groupby("account_id")
+        .agg(
+            recent=("posting_id", "size"),
+            first_posting=("posting_id", "min"),
+            occurred_at=("posted_at", "max"),
+        )
     )
     months = rule.baseline_days / 30
     baseline = known[baseline_mask].groupby("account_id").size().rename("baseline")
     table = recent.join(baseline).fillna({"baseline": 0})
     table["monthly_baseline"] = table["baseline"] / months
-    surge = table[(table["recent"] >= rule.min_postings) & (table["recent"] >= rule.min_ratio * table["monthly_baseline"])]
+    surge = table[
+        (table["recent"] >= rule.min_postings)
+        & (table["recent"] >= rule.min_ratio * table["monthly_baseline"])
+    ]
     surge = surge.reset_index()
     ratio = surge["recent"] / surge["monthly_baseline"].clip(lower=0.5)
-    frame = surge.assign(strength=np.clip(ratio / (4 * rule.min_ratio), 0.3, 1.0), source_key=surge["first_posting"])
+    frame = surge.assign(
+        strength=np.clip(ratio / (4 * rule.min_ratio), 0.3, 1.0), source_key=surge["first_posting"]
+    )
     evidence = [
-        {"recent_postings": int(r), "recent_days": rule.recent_days, "monthly_baseline": round(float(b), 2), "first_posting_id": p}
+        {
+            "recent_postings": int(r),
+            "recent_days": rule.recent_days,
+            "monthly_baseline": round(float(b), 2),
+            "first_posting_id": p,
+        }
         for r, b, p in zip(surge["recent"], surge["monthly_baseline"], surge["first_posting"], strict=True)
     ]
     return _events("hiring_surge", frame, "job_postings", evidence)
@@ -164,7 +186,15 @@ def leadership_events(changes: pd.DataFrame, as_of: dt.date, config: TriggerConf
     frame = hit.assign(occurred_at=hit["effective_at"], strength=strength, source_key=hit["change_id"])
     evidence = [
         {"title": t, "person_name": p, "change_type": c, "level": lv, "function": f, "source_ids": [i]}
-        for t, p, c, lv, f, i in zip(hit["title"], hit["person_name"], hit["change_type"], hit["level"], hit["function"], hit["change_id"], strict=True)
+        for t, p, c, lv, f, i in zip(
+            hit["title"],
+            hit["person_name"],
+            hit["change_type"],
+            hit["level"],
+            hit["function"],
+            hit["change_id"],
+            strict=True,
+        )
     ]
     return _events("leadership_change", frame, "leadership_changes", evidence)
 
@@ -176,7 +206,9 @@ def _observation_pairs(firmographics: pd.DataFrame, as_of: dt.date, window_days:
     ordered = known.sort_values(["account_id", "observed_at"], kind="stable")
     previous = ordered.groupby("account_id").shift(1)
     paired = ordered.assign(
-        previous_employees=previous["employee_count"], previous_stack=previous["tech_stack"], previous_observed=previous["observed_at"]
+        previous_employees=previous["employee_count"],
+        previous_stack=previous["tech_stack"],
+        previous_observed=previous["observed_at"],
     )
     latest = paired.drop_duplicates("account_id", keep="last")
     return latest[_window(latest["observed_at"], as_of, window_days) & latest["previous_observed"].notna()]
@@ -189,7 +221,9 @@ def headcount_events(firmographics: pd.DataFrame, as_of: dt.date, config: Trigge
     growth = (now - before) / before.where(before > 0)
     hit = pairs[(growth >= rule.min_growth).fillna(False).to_numpy(dtype=bool)]
     grew = growth[(growth >= rule.min_growth).fillna(False).to_numpy(dtype=bool)].astype(float)
-    frame = hit.assign(occurred_at=hit["observed_at"], strength=np.clip(grew, 0.2, 1.0), source_key=hit["_raw_key"])
+    frame = hit.assign(
+        occurred_at=hit["observed_at"], strength=np.clip(grew, 0.2, 1.0), source_key=hit["_raw_key"]
+    )
     evidence = [
         {"employees_before": int(b), "employees_now": int(n), "growth": round(float(g), 3)}
         for b, n, g in zip(hit["previous_employees"], hit["employee_count"], grew, strict=True)
@@ -198,7 +232,11 @@ def headcount_events(firmographics: pd.DataFrame, as_of: dt.date, config: Trigge
 
 
 def _stack(values: pd.Series) -> pd.Series:
-    return values.fillna("").astype("str").map(lambda text: frozenset(t.strip() for t in text.split(";") if t.strip()))
+    return (
+        values.fillna("")
+        .astype("str")
+        .map(lambda text: frozenset(t.strip() for t in text.split(";") if t.strip()))
+    )
 
 
 def tech_change_events(firmographics: pd.DataFrame, as_of: dt.date, config: TriggerConfig) -> pd.DataFrame:
@@ -225,7 +263,9 @@ DETECTORS: dict[str, tuple[str, Callable[[pd.DataFrame, dt.date, TriggerConfig],
 }
 
 
-def detect_all(feeds: dict[str, pd.DataFrame | None], as_of: dt.date, config: TriggerConfig) -> tuple[pd.DataFrame, list[str]]:
+def detect_all(
+    feeds: dict[str, pd.DataFrame | None], as_of: dt.date, config: TriggerConfig
+) -> tuple[pd.DataFrame, list[str]]:
     """Events of every detector whose feed exists, and a note per detector that could not run."""
     frames, skipped = [], []
     for trigger_type, (table, detector) in DETECTORS.items():

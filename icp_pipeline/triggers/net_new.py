@@ -20,27 +20,41 @@ def model_from_profile_rows(rows: pd.DataFrame) -> tuple[PointsModel, dict[str, 
 
 
 def net_new_accounts(
-    firmographics: pd.DataFrame, model: PointsModel, cutoffs: dict[str, int], as_of: dt.date, min_tier: str = "B"
+    firmographics: pd.DataFrame,
+    model: PointsModel,
+    cutoffs: dict[str, int],
+    as_of: dt.date,
+    min_tier: str = "B",
 ) -> pd.DataFrame:
     """Unmatched feed companies whose fit score reaches the minimum tier, best first."""
     end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
     outside = firmographics[
-        firmographics["account_id"].isna() & firmographics["norm_domain"].notna() & (firmographics["observed_at"] < end)
+        firmographics["account_id"].isna()
+        & firmographics["norm_domain"].notna()
+        & (firmographics["observed_at"] < end)
     ]
     columns = ["domain", "company_name", "fit_score", "tier", "top_positive", "observed_at"]
     if outside.empty:
         return pd.DataFrame(columns=columns)
     companies = outside.assign(account_id=outside["norm_domain"])
     latest = companies.sort_values("observed_at").drop_duplicates("account_id", keep="last")
-    pseudo_accounts = latest[["account_id", "company_name", "industry", "employee_count", "annual_revenue", "country"]]
-    pseudo_accounts = pseudo_accounts.assign(created_at=pd.Series(pd.NaT, index=pseudo_accounts.index, dtype="datetime64[us, UTC]"))
+    pseudo_accounts = latest[
+        ["account_id", "company_name", "industry", "employee_count", "annual_revenue", "country"]
+    ]
+    pseudo_accounts = pseudo_accounts.assign(
+        created_at=pd.Series(pd.NaT, index=pseudo_accounts.index, dtype="datetime64[us, UTC]")
+    )
     traits = build_traits(pseudo_accounts, as_of, companies)
     design = build_design(traits)
     scores, items = account_points(design, model)
     needed = cutoffs.get(min_tier, 101)
     keep = scores >= needed
     positive = items[items["points"] > 0].sort_values("points", ascending=False)
-    reasons = positive.groupby("account_id").head(3).assign(text=lambda f: f["trait"] + "=" + f["value"] + " +" + f["points"].astype(str))
+    reasons = (
+        positive.groupby("account_id")
+        .head(3)
+        .assign(text=lambda f: f["trait"] + "=" + f["value"] + " +" + f["points"].astype(str))
+    )
     reason_text = reasons.groupby("account_id")["text"].agg("; ".join)
     found = pd.DataFrame({"domain": design.account_ids.to_numpy()[keep], "fit_score": scores[keep]})
     found["tier"] = np.where(found["fit_score"] >= cutoffs.get("A", 101), "A", "B")
