@@ -107,7 +107,11 @@ def main() -> int:
     for accounts in args.accounts:
         print(f"benchmark: {accounts:,} accounts ...", file=sys.stderr, flush=True)
         out = subprocess.run(
-            [sys.executable, __file__, "--one", str(accounts)], check=True, capture_output=True, text=True, cwd=ROOT
+            [sys.executable, __file__, "--one", str(accounts)],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         ).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), file=sys.stderr)

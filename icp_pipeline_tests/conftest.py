@@ -34,6 +34,16 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throwaway Dagster instance home, telemetry off, like the one `icp` prepares."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
 def write_drop(root: Path, files: dict[str, str]) -> Path:
     """Write `{"crm/accounts.csv": text}` files under root and return root."""
     for relative, text in files.items():

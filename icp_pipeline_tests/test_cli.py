@@ -11,15 +11,6 @@ from icp_pipeline.cli import main
 from icp_pipeline_tests.conftest import AS_OF, OPPORTUNITIES_CSV, write_drop
 
 
-@pytest.fixture
-def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    return home
-
-
 def test_run_prints_summary_and_records_the_run(
     minimal_drop: Path, tmp_path: Path, dagster_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -125,15 +125,6 @@ def rule_result(warehouse: Path, table: str, rule: str) -> dict[str, Any]:
     return rows.iloc[0].to_dict()
 
 
-@pytest.fixture
-def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    return home
-
-
 def read_raw(directory: Path, table: str, text: str) -> pd.DataFrame:
     """Write a table file and read it back through the real reader (text columns, keys, malformed rows)."""
     contract = CONTRACTS[table]
