@@ -3,7 +3,7 @@
 import dagster as dg
 from dagster_dlt import DagsterDltResource
 
-from icp_pipeline.alerts.assets import alerts
+from icp_pipeline.alerts.assets import alerts, deliver_pending_alerts, pending_alerts_sensor
 from icp_pipeline.config import load_config
 from icp_pipeline.contracts.assets import staging_assets
 from icp_pipeline.drift.assets import drift_metrics_asset
@@ -47,8 +47,9 @@ defs = dg.Definitions(
         alerts,
         drift_metrics_asset,
     ],
-    jobs=[nightly_icp],
+    jobs=[nightly_icp, deliver_pending_alerts],
     schedules=[nightly_icp_schedule],
+    sensors=[pending_alerts_sensor],
     resources={"dlt": DagsterDltResource(), "icp": IcpSettings()},
     executor=dg.in_process_executor,
 )

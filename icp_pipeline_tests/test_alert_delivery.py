@@ -116,7 +116,7 @@ def test_rate_limit_then_success_within_one_run(
 ) -> None:
     drop, warehouse, config = demo
     with duckdb.connect(str(warehouse)) as con:
-        con.execute("delete from icp.alerts")
+        con.execute("create schema if not exists icp; drop table if exists icp.alerts")
     monkeypatch.setenv("ICP_SLACK_WEBHOOK_URL", server.url)
     server.statuses = [429, 200]
     assert run(drop, warehouse, config).success
@@ -128,10 +128,41 @@ def test_rate_limit_then_success_within_one_run(
 def test_server_down_keeps_alerts_pending_and_the_run_succeeds(demo, monkeypatch: pytest.MonkeyPatch) -> None:
     drop, warehouse, config = demo
     with duckdb.connect(str(warehouse)) as con:
-        con.execute("delete from icp.alerts")
+        con.execute("create schema if not exists icp; drop table if exists icp.alerts")
     monkeypatch.setenv("ICP_SLACK_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/services/T0/B0/SECRETTOKEN")
     result = run(drop, warehouse, config)
     assert result.success
     alerts = ledger(warehouse)
     assert len(alerts) > 0 and (alerts["status"] == "pending").all()
     assert alerts["last_error"].str.contains("connection").all()
+
+
+def test_sensor_and_job_deliver_pending_alerts_between_nights(
+    demo, server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icp_pipeline.alerts.assets import pending_alerts_sensor
+    from icp_pipeline.definitions import defs
+    from icp_pipeline.resources import IcpSettings
+
+    drop, warehouse, config = demo
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create schema if not exists icp; drop table if exists icp.alerts")
+    monkeypatch.setenv("ICP_SLACK_WEBHOOK_URL", server.url)
+    server.statuses = [503]
+    assert run(drop, warehouse, config).success
+    settings = IcpSettings(warehouse=str(warehouse), config_file=str(config))
+    tick = pending_alerts_sensor(dg.build_sensor_context(resources={"icp": settings}))
+    assert len(tick.run_requests) == 1
+    server.statuses = [200]
+    job = defs.resolve_job_def("deliver_pending_alerts")
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            run_config={
+                "resources": {"icp": {"config": {"warehouse": str(warehouse), "config_file": str(config)}}}
+            },
+        )
+    assert result.success
+    assert (ledger(warehouse)["status"] == "sent").all()
+    quiet = pending_alerts_sensor(dg.build_sensor_context(resources={"icp": settings}))
+    assert not quiet.run_requests and "no pending" in quiet.skip_reason.skip_message

@@ -56,3 +56,24 @@ def test_schedule_scores_as_of_the_tick_date() -> None:
     )
     request = schedule.evaluate_tick(context).run_requests[0]
     assert request.partition_key == "2026-11-02"
+
+
+def test_jobs_and_sensors_are_pinned() -> None:
+    jobs = {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")}
+    assert jobs == {NIGHTLY_JOB, "deliver_pending_alerts"}
+    sensor = defs.resolve_sensor_def("pending_alerts_sensor")
+    assert sensor.job_name == "deliver_pending_alerts"
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+
+
+def test_every_asset_in_the_nightly_job_is_pinned() -> None:
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {f"raw/{t}" for t in RAW_TABLES} | {f"staging/{t}" for t in RAW_TABLES} | {
+        "icp/icp_evidence",
+        "icp/icp_profile",
+        "icp/account_scores",
+        "icp/score_validation",
+        "icp/trigger_events",
+        "icp/alerts",
+        "icp/drift_metrics",
+    }

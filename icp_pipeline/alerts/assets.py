@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 import pandas as pd
 
 from icp_pipeline.alerts.channels import Channel, channel_from_config
@@ -146,3 +147,66 @@ def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
             ),
         }
     )
+
+
+def deliver_pending(warehouse: Path, config: IcpConfig, log: Any) -> dict[str, int]:
+    """Deliver every pending alert of the ledger now, outside the nightly run."""
+    with connect(warehouse, read_only=True) as con:
+        ledger = read_table(con, "icp", "alerts")
+        if ledger is None or not (ledger["status"] == "pending").any():
+            return {"sent": 0, "failed": 0}
+        events = con.execute(
+            "select * from icp.trigger_events where event_id in "
+            "(select event_id from icp.alerts where status = 'pending')"
+        ).df()
+        scores = con.execute(
+            "select * from icp.account_scores where as_of = (select max(as_of) from icp.account_scores)"
+        ).df()
+        accounts = read_table(con, STAGING, "accounts")
+        owners = read_table(con, STAGING, "owners")
+    assert accounts is not None
+    contexts = _contexts(ledger[LEDGER_COLUMNS], events, scores, accounts, owners)
+    channels = build_channels(config, warehouse.parent / "outbox", log)
+    updated, counts = deliver(
+        ledger[LEDGER_COLUMNS], contexts, channels, config.alerts, dt.datetime.now(dt.UTC)
+    )
+    with connect(warehouse) as con:
+        replace_table(con, "icp", "alerts", updated)
+    return counts
+
+
+@dg.op(description="Deliver pending alerts from the ledger (retries between nightly runs).")
+def deliver_pending_alerts_op(context: dg.OpExecutionContext, icp: IcpSettings) -> None:
+    counts = deliver_pending(icp.warehouse_path(), icp.load_config(), context.log)
+    context.log.info(f"pending alerts delivered: {counts}")
+
+
+@dg.job(executor_def=dg.in_process_executor, description="Deliver pending alerts now.")
+def deliver_pending_alerts() -> None:
+    deliver_pending_alerts_op()
+
+
+def pending_alert_count(warehouse: Path) -> int:
+    """Pending alerts in the ledger; 0 when there is no warehouse or ledger yet."""
+    if not warehouse.exists():
+        return 0
+    with connect(warehouse, read_only=True) as con:
+        if read_table(con, "icp", "alerts") is None:
+            return 0
+        return int(con.execute("select count(*) from icp.alerts where status = 'pending'").fetchall()[0][0])
+
+
+@dg.sensor(
+    job=deliver_pending_alerts,
+    minimum_interval_seconds=900,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Every 15 minutes: when alerts wait in the ledger (a channel was down), deliver them.",
+)
+def pending_alerts_sensor(context: dg.SensorEvaluationContext, icp: IcpSettings) -> dg.SensorResult:
+    try:
+        pending = pending_alert_count(icp.warehouse_path())
+    except duckdb.Error as exc:
+        return dg.SensorResult(skip_reason=f"warehouse not readable now ({type(exc).__name__}); next tick")
+    if not pending:
+        return dg.SensorResult(skip_reason="no pending alerts")
+    return dg.SensorResult(run_requests=[dg.RunRequest()])
