@@ -137,6 +137,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"warehouse: {warehouse}")
     for table, rows in counts.items():
         print(f"  {table:<32} {rows:>12,} rows")
+    outputs = {
+        "ICP document": warehouse.parent / "reports" / "icp_profile.html",
+        "alert outbox": warehouse.parent / "outbox" / "alerts.jsonl",
+    }
+    for label, path in outputs.items():
+        if path.exists():
+            print(f"{label}: {path}")
     return 0
 
 

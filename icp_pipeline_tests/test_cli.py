@@ -19,6 +19,7 @@ def test_run_prints_summary_and_records_the_run(
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "raw.accounts" in out and "3 rows" in out
+    assert f"ICP document: {tmp_path / 'reports' / 'icp_profile.html'}" in out
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
         assert len(runs) == 1 and runs[0].job_name == "nightly_icp"
