@@ -82,7 +82,11 @@ def _contexts(
     ],
 )
 def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
-    """Create alerts for recent events on fitting accounts and deliver every pending one."""
+    """Record alerts for recent events on fitting accounts, then deliver every pending one.
+
+    The ledger is written before delivery, so a crash mid-delivery loses no alert: the next run
+    (or the pending-alerts sensor) sends what is still pending.
+    """
     config = icp.load_config()
     as_of = partition_date(context)
     now = dt.datetime.now(dt.UTC)
@@ -101,11 +105,11 @@ def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
     routing = route(accounts, owners, config.alerts.fallback_recipient)
     created = new_alerts(events, scores, routing, ledger, config.alerts, as_of, now)
     ledger = pd.concat([ledger, created], ignore_index=True) if len(ledger) else created
-    contexts = _contexts(ledger, events, scores, accounts, owners)
-    channels = build_channels(config, icp.warehouse_path().parent / "outbox", context.log)
-    ledger, delivered = deliver(ledger, contexts, channels, config.alerts, now)
     with connect(icp.warehouse_path()) as con:
         replace_table(con, "icp", "alerts", ledger)
+    delivered = deliver_pending(icp.warehouse_path(), config, context.log)
+    with connect(icp.warehouse_path(), read_only=True) as con:
+        ledger = con.execute("select * from icp.alerts").df()
     if delivered["failed"]:
         context.log.warning(
             f"{delivered['failed']} alert delivery attempt(s) failed; they stay pending for the next run"
@@ -137,7 +141,7 @@ def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
             "sent_this_run": delivered["sent"],
             "failed_attempts_this_run": delivered["failed"],
             **{f"ledger_{name}": int(count) for name, count in status.items()},
-            "channels": ", ".join(channels) or "(none)",
+            "channels": ", ".join(channel.kind for channel in config.alerts.channels),
             "top_new": dg.MetadataValue.md(
                 created.head(10)[
                     ["account_id", "trigger_type", "recipient", "channel", "priority", "status"]

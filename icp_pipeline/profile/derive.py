@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from icp_pipeline.config import IcpConfig
-from icp_pipeline.profile.evidence import EvidenceRules, trait_evidence, wilson_interval
+from icp_pipeline.profile.evidence import EvidenceRules, long_traits, trait_evidence
 from icp_pipeline.profile.outcomes import best_customers, customer_value, opportunity_outcomes
 from icp_pipeline.profile.traits import TRAIT_LABELS, AccountTraits
 from icp_pipeline.scoring.model import (
@@ -174,8 +174,6 @@ def audit_written_icp(
     ]
     if written is None:
         return pd.DataFrame(columns=columns)
-    from icp_pipeline.profile.evidence import long_traits
-
     pairs = long_traits(traits)
     closed = opportunities[opportunities["closed"]]
     rows = []
@@ -356,13 +354,3 @@ def summarize(evidence: pd.DataFrame, model: PointsModel, closed: int, notes: li
             + "."
         )
     return " ".join(parts)
-
-
-__all__ = [
-    "IcpProfile",
-    "derive_profile",
-    "wilson_interval",
-    "trait_label",
-    "assign_tiers",
-    "disqualified_accounts",
-]
