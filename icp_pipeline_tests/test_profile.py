@@ -61,11 +61,7 @@ def test_planted_traits_are_derived_and_nothing_unrelated_is_a_must_have(planted
 def test_holdout_auc_is_close_to_the_planted_probabilities_and_tier_a_wins(planted) -> None:
     drop, evidence, _ = planted
     metrics, scored = holdout_validation(
-        evidence.accounts,
-        evidence.opportunities,
-        evidence.subscriptions,
-        evidence.firmographics,
-        evidence.funding_rounds,
+        evidence,
         IcpConfig(),
         AS_OF,
     )

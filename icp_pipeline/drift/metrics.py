@@ -185,11 +185,7 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
     reference = _performance(reference_deals)
     # The reference profile has seen its own deals; judge cohorts against its out-of-sample AUC.
     holdout, _ = holdout_validation(
-        evidence.accounts,
-        evidence.opportunities,
-        evidence.subscriptions,
-        evidence.firmographics,
-        evidence.funding_rounds,
+        evidence,
         config,
         reference_date,
     )

@@ -131,11 +131,7 @@ def score_validation(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.
     with connect(icp.warehouse_path(), read_only=True) as con:
         inputs = read_evidence(con)
     metrics, _ = holdout_validation(
-        inputs.accounts,
-        inputs.opportunities,
-        inputs.subscriptions,
-        inputs.firmographics,
-        inputs.funding_rounds,
+        inputs,
         config,
         as_of,
     )

@@ -15,8 +15,8 @@ from scipy import stats
 
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.profile.derive import derive_profile
+from icp_pipeline.profile.learn import Evidence
 from icp_pipeline.profile.outcomes import opportunity_outcomes
-from icp_pipeline.profile.traits import build_traits
 from icp_pipeline.scoring.score import score_accounts
 
 HOLDOUT_SHARE = 0.25
@@ -47,15 +47,10 @@ def tier_table(tiers: pd.Series, won: pd.Series) -> pd.DataFrame:
 
 
 def holdout_validation(
-    accounts: pd.DataFrame,
-    opportunities: pd.DataFrame,
-    subscriptions: pd.DataFrame | None,
-    firmographics: pd.DataFrame | None,
-    funding_rounds: pd.DataFrame | None,
-    config: IcpConfig,
-    as_of: dt.date,
+    evidence: Evidence, config: IcpConfig, as_of: dt.date
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics rows, per-deal test scores); metrics say 'insufficient data' when the holdout is small."""
+    opportunities = evidence.opportunities
     closed = opportunity_outcomes(opportunities, config.stages, as_of)
     closed = closed[closed["closed"]]
     if len(closed) < 4 * MIN_TEST_DEALS:
@@ -64,8 +59,8 @@ def holdout_validation(
             [{"as_of": as_of, "metric": "status", "segment": "all", "value": np.nan, "note": note}]
         ), pd.DataFrame()
     split = closed["closed_at"].quantile(1 - HOLDOUT_SHARE).date()
-    traits = build_traits(accounts, split, firmographics, funding_rounds, config.icp.custom_columns)
-    profile, design = derive_profile(traits, opportunities, subscriptions, config, split)
+    traits = evidence.traits(config, split)
+    profile, design = derive_profile(traits, opportunities, evidence.subscriptions, config, split)
     scores = score_accounts(profile, design, split).set_index("account_id")
     test = closed[closed["closed_at"] > pd.Timestamp(split, tz="UTC") + pd.Timedelta(days=1)]
     test = test[test["account_id"].isin(scores.index)]
