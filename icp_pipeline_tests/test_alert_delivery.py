@@ -80,6 +80,12 @@ def ledger(warehouse: Path) -> pd.DataFrame:
         return con.execute("select * from icp.alerts").df()
 
 
+def forget_alerts(warehouse: Path) -> None:
+    """Start a test from an empty alert ledger on the shared staged warehouse."""
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create schema if not exists icp; drop table if exists icp.alerts")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -115,8 +121,7 @@ def test_rate_limit_then_success_within_one_run(
     demo, server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     drop, warehouse, config = demo
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute("create schema if not exists icp; drop table if exists icp.alerts")
+    forget_alerts(warehouse)
     monkeypatch.setenv("ICP_SLACK_WEBHOOK_URL", server.url)
     server.statuses = [429, 200]
     assert run(drop, warehouse, config).success
@@ -127,8 +132,7 @@ def test_rate_limit_then_success_within_one_run(
 
 def test_server_down_keeps_alerts_pending_and_the_run_succeeds(demo, monkeypatch: pytest.MonkeyPatch) -> None:
     drop, warehouse, config = demo
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute("create schema if not exists icp; drop table if exists icp.alerts")
+    forget_alerts(warehouse)
     monkeypatch.setenv("ICP_SLACK_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/services/T0/B0/SECRETTOKEN")
     result = run(drop, warehouse, config)
     assert result.success
@@ -145,8 +149,7 @@ def test_sensor_and_job_deliver_pending_alerts_between_nights(
     from icp_pipeline.resources import IcpSettings
 
     drop, warehouse, config = demo
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute("create schema if not exists icp; drop table if exists icp.alerts")
+    forget_alerts(warehouse)
     monkeypatch.setenv("ICP_SLACK_WEBHOOK_URL", server.url)
     server.statuses = [503]
     assert run(drop, warehouse, config).success

@@ -50,12 +50,16 @@ def normalize_column_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class TableFile:
-    """A located table file and its (normalized) header."""
+    """A located table file, its header as written and normalized, and its encoding.
+
+    Kept so that reading the rows (once or twice per load) never re-scans the file for them.
+    """
 
     contract: TableContract
     path: Path
     columns: tuple[str, ...]
     encoding: str
+    original_columns: tuple[str, ...]
 
     @property
     def display_name(self) -> str:
@@ -156,7 +160,13 @@ def inspect_table_file(contract: TableContract, file: Path) -> TableFile:
             f"{contract.source}/{file.name}: missing required column '{missing[0]}'"
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
-    return TableFile(contract=contract, path=file, columns=tuple(columns), encoding=encoding)
+    return TableFile(
+        contract=contract,
+        path=file,
+        columns=tuple(columns),
+        encoding=encoding,
+        original_columns=tuple(original),
+    )
 
 
 def inventory(source_dir: Path, contracts: dict[str, TableContract]) -> DropInventory:
@@ -206,7 +216,7 @@ def _csv_chunks(table_file: TableFile, malformed: list[str]) -> Iterator[pa.Tabl
         malformed.append(row.text)
         return "skip"
 
-    original, _ = read_header(table_file.path)
+    original = table_file.original_columns
     reader = pacsv.open_csv(
         table_file.path,
         read_options=pacsv.ReadOptions(encoding=table_file.encoding, block_size=CSV_BLOCK_BYTES),
