@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -180,6 +180,37 @@ class DriftConfig(_Section):
     psi_flag: float = 0.2
 
 
+class CrmSourceConfig(_Section):
+    """Where the CRM tables come from: the file drop (default), HubSpot or Salesforce.
+
+    Owned by the sources work (issue 8): connection, selected properties, incremental state.
+    """
+
+    kind: Literal["file_drop", "hubspot", "salesforce"] = "file_drop"
+
+
+class SourcesConfig(_Section):
+    """Source selection: CRM tables and external feeds; the file drop stays the default for both."""
+
+    crm: CrmSourceConfig = Field(default_factory=CrmSourceConfig)
+
+
+class WritebackConfig(_Section):
+    """Push fit score, tier, reasons and the latest trigger to CRM fields; off by default."""
+
+    enabled: bool = False
+
+
+class PublishConfig(_Section):
+    """Copy the icp.* output tables to the team's warehouse through dlt; off by default."""
+
+    enabled: bool = False
+
+
+class OpsConfig(_Section):
+    """Ops notifications: failed runs and a nightly run that has not succeeded by a deadline."""
+
+
 class IcpConfig(_Section):
     """The whole of `icp.yaml`."""
 
@@ -191,6 +222,10 @@ class IcpConfig(_Section):
     triggers: TriggerConfig = Field(default_factory=TriggerConfig)
     alerts: AlertConfig = Field(default_factory=AlertConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    writeback: WritebackConfig = Field(default_factory=WritebackConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+    ops: OpsConfig = Field(default_factory=OpsConfig)
     contracts_dir: Path | None = None
 
 
