@@ -59,20 +59,12 @@ def prepare_dagster_home() -> Path:
 
 def _failure_reason(result: Any) -> str:
     """The one line to print: the innermost IcpError message, else the failed step's error."""
-    for event in result.all_events:
-        if not event.is_step_failure:
-            continue
-        error = event.step_failure_data.error
-        innermost = ""
-        while error is not None:
-            message = error.message.strip().splitlines()[0] if error.message.strip() else ""
-            if error.cls_name in {"IcpError", "IcpInputError", "IcpConfigError", "IcpContractError"}:
-                prefix = f"{error.cls_name}: "
-                return message.split(prefix, 1)[1] if prefix in message else message
-            innermost = message or innermost
-            error = error.cause
-        return f"step {event.step_key} failed: {innermost}"
-    return "the run failed (see the Dagster run log)"
+    from icp_pipeline.ops.notices import failure_reason
+
+    failure = failure_reason(event for event in result.all_events if event.is_step_failure)
+    if failure.expected or failure.step is None:
+        return failure.reason
+    return f"step {failure.step} failed: {failure.reason}"
 
 
 def warehouse_counts(warehouse: Path) -> dict[str, int]:

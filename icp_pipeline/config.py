@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from icp_pipeline.errors import IcpConfigError
 
@@ -201,14 +201,52 @@ class WritebackConfig(_Section):
     enabled: bool = False
 
 
+PUBLISHABLE_TABLES: tuple[str, ...] = (
+    "account_scores",
+    "icp_profile",
+    "icp_evidence",
+    "score_validation",
+    "trigger_events",
+    "alerts",
+    "drift_metrics",
+    "drift_flags",
+    "quarantine_summary",
+)
+
+
 class PublishConfig(_Section):
-    """Copy the icp.* output tables to the team's warehouse through dlt; off by default."""
+    """Copy the icp.* output tables to the team's warehouse through dlt; off by default.
+
+    `destination` is any dlt destination name (postgres, snowflake, bigquery, motherduck, ...).
+    Credentials come from the environment only: the variable named by `credentials_env`
+    (a connection string), or dlt's own variables such as `DESTINATION__SNOWFLAKE__CREDENTIALS__*`.
+    """
 
     enabled: bool = False
+    destination: str = "postgres"
+    dataset: str = "icp"
+    credentials_env: str | None = "ICP_PUBLISH_CREDENTIALS"
+    tables: tuple[str, ...] = PUBLISHABLE_TABLES
+    chunk_rows: int = Field(default=100_000, ge=1_000)
+
+    @field_validator("tables")
+    @classmethod
+    def _known_tables(cls, tables: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(tables) - set(PUBLISHABLE_TABLES))
+        if unknown:
+            raise ValueError(f"unknown table(s) {unknown}; publishable: {list(PUBLISHABLE_TABLES)}")
+        return tables
 
 
 class OpsConfig(_Section):
-    """Ops notifications: failed runs and a nightly run that has not succeeded by a deadline."""
+    """Ops notifications: failed runs and a nightly run that has not succeeded by a deadline.
+
+    Messages go through the alert channels (`alerts.channels`), addressed to the team.
+    """
+
+    fresh_by: str = Field(default="06:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    run_url_template: str | None = "http://127.0.0.1:3000/runs/{run_id}"
+    sensor_interval_s: int = Field(default=30, ge=5)
 
 
 class IcpConfig(_Section):

@@ -8,9 +8,16 @@ from icp_pipeline.config import load_config
 from icp_pipeline.contracts.assets import staging_assets
 from icp_pipeline.drift.assets import drift_metrics_asset
 from icp_pipeline.ingest.assets import raw_file_drop
+from icp_pipeline.ops.sensors import (
+    nightly_late_sensor,
+    ops_run_failure_sensor,
+    score_freshness_checks,
+    score_freshness_sensor,
+)
 from icp_pipeline.partitions import nightly_partitions
+from icp_pipeline.publish.assets import published
 from icp_pipeline.resources import IcpSettings
-from icp_pipeline.runner import NIGHTLY_JOB
+from icp_pipeline.runner import NIGHTLY_JOB, WAREHOUSE_WRITER
 from icp_pipeline.scoring.assets import icp_profile_and_scores, score_validation
 from icp_pipeline.triggers.assets import trigger_events
 
@@ -18,7 +25,8 @@ nightly_icp = dg.define_asset_job(
     NIGHTLY_JOB,
     selection=dg.AssetSelection.all(),
     partitions_def=nightly_partitions,
-    description="Ingest, validate, learn the ICP, score, detect triggers, alert, watch drift.",
+    description="Ingest, validate, learn the ICP, score, detect triggers, alert, watch drift, publish.",
+    tags=WAREHOUSE_WRITER,
 )
 
 _schedule = load_config().schedule
@@ -46,10 +54,12 @@ defs = dg.Definitions(
         trigger_events,
         alerts,
         drift_metrics_asset,
+        published,
     ],
+    asset_checks=[*score_freshness_checks],
     jobs=[nightly_icp, deliver_pending_alerts],
     schedules=[nightly_icp_schedule],
-    sensors=[pending_alerts_sensor],
+    sensors=[pending_alerts_sensor, ops_run_failure_sensor, nightly_late_sensor, score_freshness_sensor],
     resources={"dlt": DagsterDltResource(), "icp": IcpSettings()},
     executor=dg.in_process_executor,
 )

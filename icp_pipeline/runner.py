@@ -8,6 +8,9 @@ from pathlib import Path
 import dagster as dg
 
 NIGHTLY_JOB = "nightly_icp"
+# Runs carrying this tag write the DuckDB warehouse, which allows one writer: the production
+# instance (deploy/dagster.yaml) limits runs with this tag to one at a time.
+WAREHOUSE_WRITER = {"icp/warehouse": "writer"}
 
 
 def run_nightly(

@@ -15,6 +15,7 @@ from icp_pipeline.config import IcpConfig
 from icp_pipeline.contracts.staging import STAGING
 from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.resources import IcpSettings, partition_date
+from icp_pipeline.runner import WAREHOUSE_WRITER
 from icp_pipeline.scoring.assets import SCORES
 from icp_pipeline.triggers.assets import TRIGGER_EVENTS
 from icp_pipeline.warehouse import connect, read_table, replace_table
@@ -185,7 +186,7 @@ def deliver_pending_alerts_op(context: dg.OpExecutionContext, icp: IcpSettings) 
     context.log.info(f"pending alerts delivered: {counts}")
 
 
-@dg.job(executor_def=dg.in_process_executor, description="Deliver pending alerts now.")
+@dg.job(executor_def=dg.in_process_executor, description="Deliver pending alerts now.", tags=WAREHOUSE_WRITER)
 def deliver_pending_alerts() -> None:
     deliver_pending_alerts_op()
 

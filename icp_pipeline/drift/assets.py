@@ -1,7 +1,6 @@
 """Dagster wiring of drift monitoring: metrics history, a warning check, one ops message per flag change."""
 
 import datetime as dt
-import hashlib
 from typing import Any
 
 import dagster as dg
@@ -10,6 +9,7 @@ import pandas as pd
 from icp_pipeline.alerts.assets import build_channels
 from icp_pipeline.alerts.channels import AlertMessage
 from icp_pipeline.drift.metrics import drift_metrics
+from icp_pipeline.ops.notices import ops_notice
 from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.profile.learn import read_evidence
 from icp_pipeline.resources import IcpSettings, partition_date
@@ -23,26 +23,7 @@ STILL_PREDICTS = "icp_still_predicts_wins"
 def ops_message(as_of: dt.date, flagged: bool, text: str) -> AlertMessage:
     """An operations notice through the alert channels (addressed to the team, not a rep)."""
     state = "flagged" if flagged else "cleared"
-    notice_id = hashlib.sha1(f"drift|{as_of}|{state}".encode()).hexdigest()[:16]
-    return AlertMessage(
-        alert_id=notice_id,
-        event_id=notice_id,
-        account_id="-",
-        account_name=f"ICP drift {state}",
-        owner_id=None,
-        owner_name=None,
-        owner_email=None,
-        slack_user_id=None,
-        tier="-",
-        fit_score=0,
-        top_reasons="",
-        trigger_type="ops_notice",
-        occurred_at=as_of.isoformat(),
-        strength=1.0 if flagged else 0.0,
-        priority=1.0,
-        evidence={"message": text},
-        crm_url=None,
-    )
+    return ops_notice(f"drift|{as_of}|{state}", f"ICP drift {state}", text, as_of.isoformat(), flagged)
 
 
 def previous_state(flags: pd.DataFrame | None, as_of: dt.date) -> bool:
