@@ -138,6 +138,7 @@ def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
     context.log.info(f"alerts: {len(created):,} new, delivered {delivered}, ledger {status}")
     yield dg.MaterializeResult(
         metadata={
+            "dagster/row_count": len(ledger),
             "new_alerts": len(created),
             "sent_this_run": delivered["sent"],
             "failed_attempts_this_run": delivered["failed"],

@@ -104,7 +104,17 @@ def drift_metrics_asset(context: dg.AssetExecutionContext, icp: IcpSettings) -> 
     latest = cohorts.dropna(subset=["value"]).tail(1)
     yield dg.MaterializeResult(
         metadata={
+            "dagster/row_count": len(metrics),
             "flagged": report.flagged,
+            "flagged_metrics": int(metrics["flagged"].fillna(False).astype(bool).sum()),
+            # PSI of the score and the features, typed so the UI plots them across runs.
+            **{
+                f"psi_{segment}": float(value)
+                for segment, value in metrics.loc[metrics["metric"] == "psi", ["segment", "value"]]
+                .dropna()
+                .drop_duplicates("segment", keep="last")
+                .itertuples(index=False)
+            },
             "reference_date": str(report.reference_date),
             "latest_cohort_auc": float(latest["value"].iloc[0]) if len(latest) else float("nan"),
             "cohorts_insufficient": int(cohorts["note"].str.startswith("insufficient").sum()),

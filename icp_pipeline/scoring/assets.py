@@ -149,5 +149,11 @@ def score_validation(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.
             figures[metric] = float(values[(metric, segment)])
     context.log.info(f"holdout: {figures or metrics['note'].iloc[0]}")
     return dg.MaterializeResult(
-        metadata={**figures, "metrics": _md(metrics[["metric", "segment", "value", "note"]], 20)}
+        metadata={
+            "dagster/row_count": len(metrics),
+            **figures,
+            "metrics": _md(
+                metrics.loc[metrics["metric"] != "gains", ["metric", "segment", "value", "note"]], 20
+            ),
+        }
     )

@@ -73,12 +73,14 @@ def trigger_events(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.Ma
         )
     with connect(icp.warehouse_path()) as con:
         added = append_new_events(con, events)
+        stored = int(con.execute("select count(*) from icp.trigger_events").fetchall()[0][0])
         if len(net_new):
             replace_slice(con, "icp", "net_new_accounts", net_new, {"as_of": as_of})
     by_type = events["trigger_type"].value_counts().to_dict()
     context.log.info(f"triggers as of {as_of}: {len(events):,} in window, {added:,} new; {by_type}")
     return dg.MaterializeResult(
         metadata={
+            "dagster/row_count": stored,
             "events_in_window": len(events),
             "new_events": added,
             **{f"events_{kind}": int(count) for kind, count in by_type.items()},
