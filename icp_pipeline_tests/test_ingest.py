@@ -164,3 +164,26 @@ def test_legacy_encodings_and_a_truncated_line(
     assert name in set(frame["name"])
     assert frame["_malformed_row"].dropna().tolist() == ["A9,Trunc"]
     assert len(frame) == 4
+
+
+def test_a_load_left_unfinished_by_a_killed_run_does_not_replace_tonights_drop(
+    minimal_drop: Path, tmp_path: Path, materialize_raw
+) -> None:
+    """dlt's `run` loads a pending package instead of new data; tonight's drop must win.
+
+    dagster-dlt drops pending packages before each run; this pins that behaviour we rely on."""
+    from icp_pipeline.ingest.file_drop import file_drop_pipeline, file_drop_source
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    materialize_raw(minimal_drop)
+    contracts = load_contracts(contracts_dir(load_config()))
+    write_drop(minimal_drop, {"crm/accounts.csv": ACCOUNTS_CSV.replace("Retail,40", "Retail,41")})
+    killed = file_drop_pipeline(warehouse, tmp_path / "dlt_pipelines")
+    killed.extract(file_drop_source(inventory(minimal_drop, contracts), contracts, warehouse))
+    assert killed.has_pending_data, "the simulated killed run must leave a package behind"
+
+    write_drop(minimal_drop, {"crm/accounts.csv": ACCOUNTS_CSV.replace("Retail,40", "Retail,42")})
+    materialize_raw(minimal_drop)
+    accounts = raw_rows(warehouse, "accounts").set_index("account_id")
+    assert accounts.loc["A2", "employee_count"] == "42"
+    assert len(accounts) == 3
