@@ -131,11 +131,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  {table:<32} {rows:>12,} rows")
     outputs = {
         "ICP document": warehouse.parent / "reports" / "icp_profile.html",
+        "morning report": warehouse.parent / "reports" / "icp_report.html",
         "alert outbox": warehouse.parent / "outbox" / "alerts.jsonl",
     }
     for label, path in outputs.items():
         if path.exists():
             print(f"{label}: {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the self-contained HTML morning report for one as-of date (default: the latest scored)."""
+    from icp_pipeline.report.build import build_report
+
+    warehouse = Path(args.warehouse) if args.warehouse else settings.default_warehouse()
+    config = settings.load_config()
+    started = time.perf_counter()
+    result = build_report(warehouse, Path(args.out) if args.out else None, args.as_of, config)
+    print(
+        f"report as of {result.as_of} written to {result.path} "
+        f"({result.size_bytes / 1024:,.0f} KB, {len(result.charts)} charts, {time.perf_counter() - started:.1f}s)"
+    )
     return 0
 
 
@@ -177,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="icp.yaml (default: ICP_CONFIG or ./icp.yaml when present)")
     run.add_argument("--as-of", type=_date, help="score as of this date (default: today)")
     run.set_defaults(handler=cmd_run)
+
+    report = commands.add_parser("report", help="write the one-page HTML morning report (offline)")
+    report.add_argument("--warehouse", help="DuckDB file (default: ICP_WAREHOUSE or .icp/warehouse.duckdb)")
+    report.add_argument("--out", help="HTML file (default: <warehouse dir>/reports/icp_report.html)")
+    report.add_argument("--as-of", type=_date, help="report this scored date (default: the latest)")
+    report.set_defaults(handler=cmd_report)
 
     ui = commands.add_parser("ui", help="open the Dagster UI on 127.0.0.1 with the project loaded")
     ui.add_argument("--port", type=int, default=3000)

@@ -6,11 +6,12 @@ A typo in `icp.yaml` is an error, not a silently ignored key: ops teams edit thi
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from icp_pipeline.errors import IcpConfigError
 
@@ -180,25 +181,174 @@ class DriftConfig(_Section):
     psi_flag: float = 0.2
 
 
+class SourceRetry(_Section):
+    """HTTP retries of source reads: 429 waits Retry-After (up to a cap), 5xx and timeouts back off."""
+
+    timeout_s: float = Field(default=60, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_s: float = Field(default=1.0, ge=0)
+    max_backoff_s: float = Field(default=60, ge=0)
+    max_retry_after_s: float = Field(default=300, ge=0)
+
+
+CrmTable = Literal["accounts", "contacts", "opportunities", "owners"]
+FeedTable = Literal["firmographics", "funding_rounds", "job_postings", "leadership_changes"]
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class CrmSourceConfig(_Section):
     """Where the CRM tables come from: the file drop (default), HubSpot or Salesforce.
 
-    Owned by the sources work (issue 8): connection, selected properties, incremental state.
+    `base_url` is HubSpot's API root or the Salesforce instance URL (else read from
+    `instance_url_env`); tokens come only from the variable named by `token_env`
+    (default ICP_HUBSPOT_TOKEN / ICP_SALESFORCE_TOKEN). `properties` adds provider properties
+    (custom ones) per table, kept as extra raw columns; `fields` overrides which provider property
+    fills a canonical column. Subscriptions always come from the file drop.
     """
 
     kind: Literal["file_drop", "hubspot", "salesforce"] = "file_drop"
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    token_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    instance_url_env: str = Field(default="ICP_SALESFORCE_INSTANCE_URL", pattern=_ENV_NAME)
+    api_version: str = Field(default="v62.0", pattern=r"^v\d+\.\d+$")
+    tables: tuple[CrmTable, ...] = ("accounts", "contacts", "opportunities", "owners")
+    properties: dict[CrmTable, tuple[str, ...]] = Field(default_factory=dict)
+    fields: dict[CrmTable, dict[str, str]] = Field(default_factory=dict)
+    page_size: int | None = Field(default=None, ge=1, le=2000)
+    lookback_s: int = Field(default=0, ge=0)
+    retry: SourceRetry = Field(default_factory=SourceRetry)
+
+
+class RestFeedConfig(_Section):
+    """One external feed read with dlt's rest_api: where, how to sign in and page, which field is which.
+
+    `paginator` is a dlt rest_api paginator (e.g. `{type: json_link, next_url_path: next}`),
+    `data_selector` the JSONPath of the records, `body` the JSON of a POST, `fields` maps canonical
+    columns to provider fields (dotted paths); other top-level provider fields are kept as raw columns.
+    """
+
+    base_url: str = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    path: str = ""
+    method: Literal["GET", "POST"] = "GET"
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    body: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    auth: Literal["none", "bearer", "api_key"] = "none"
+    token_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    api_key_name: str = "X-API-Key"
+    api_key_location: Literal["header", "query"] = "header"
+    paginator: dict[str, Any] | str | None = None
+    data_selector: str | None = None
+    fields: dict[str, str] = Field(default_factory=dict)
+    retry: SourceRetry = Field(default_factory=SourceRetry)
+
+    @model_validator(mode="after")
+    def _secret_named(self) -> RestFeedConfig:
+        if self.auth != "none" and not self.token_env:
+            raise ValueError(f"auth {self.auth} needs token_env, the environment variable holding the secret")
+        return self
 
 
 class SourcesConfig(_Section):
     """Source selection: CRM tables and external feeds; the file drop stays the default for both."""
 
     crm: CrmSourceConfig = Field(default_factory=CrmSourceConfig)
+    feeds: dict[FeedTable, RestFeedConfig] = Field(default_factory=dict)
+
+
+class WritebackRetry(_Section):
+    """HTTP retries of CRM writes: 429 waits Retry-After (up to a cap), 5xx and timeouts back off."""
+
+    timeout_s: float = Field(default=30, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_s: float = Field(default=2.0, ge=0)
+    max_backoff_s: float = Field(default=60, ge=0)
+    max_retry_after_s: float = Field(default=120, ge=0)
+
+
+WRITEBACK_FIELDS: tuple[str, ...] = ("fit_score", "tier", "reasons", "latest_trigger", "latest_trigger_date")
+_WRITEBACK_TARGETS: dict[str, dict[str, Any]] = {
+    "hubspot": {
+        "base_url": "https://api.hubapi.com",
+        "token_env": "ICP_HUBSPOT_TOKEN",
+        "object_type": "companies",
+        "max_batch": 100,
+        "fields": {field: f"icp_{field}" for field in WRITEBACK_FIELDS},
+    },
+    "salesforce": {
+        "base_url": None,
+        "token_env": "ICP_SALESFORCE_TOKEN",
+        "object_type": "Account",
+        "max_batch": 200,
+        "fields": {
+            "fit_score": "ICP_Fit_Score__c",
+            "tier": "ICP_Tier__c",
+            "reasons": "ICP_Reasons__c",
+            "latest_trigger": "ICP_Latest_Trigger__c",
+            "latest_trigger_date": "ICP_Latest_Trigger_Date__c",
+        },
+    },
+}
 
 
 class WritebackConfig(_Section):
-    """Push fit score, tier, reasons and the latest trigger to CRM fields; off by default."""
+    """Push fit score, tier, reasons and the latest trigger to CRM fields; off by default.
+
+    Unset values take the target's defaults (`_WRITEBACK_TARGETS`). `fields` maps canonical names to
+    CRM field names and is the whole list of what is written: nothing outside it is ever touched.
+    The token comes only from the environment variable named by `token_env`.
+    """
 
     enabled: bool = False
+    target: Literal["hubspot", "salesforce"] = "hubspot"
+    dry_run: bool = False
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    token_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_version: str = Field(default="v62.0", pattern=r"^v\d+\.\d+$")
+    object_type: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    fields: dict[str, str] | None = None
+    batch_size: int | None = Field(default=None, ge=1)
+    max_calls: int = Field(default=1000, ge=1)
+    reasons_max_chars: int = Field(default=255, ge=20)
+    retry: WritebackRetry = Field(default_factory=WritebackRetry)
+
+    @model_validator(mode="after")
+    def _fits_target(self) -> WritebackConfig:
+        mapping = self.fields if self.fields is not None else {}
+        unknown = sorted(set(mapping) - set(WRITEBACK_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field(s) {unknown}; known: {list(WRITEBACK_FIELDS)}")
+        if self.fields is not None and not self.fields:
+            raise ValueError("fields is empty: map at least one of " + ", ".join(WRITEBACK_FIELDS))
+        bad = sorted(name for name in mapping.values() if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name))
+        if bad:
+            raise ValueError(f"not a CRM field name: {bad}")
+        cap = self.target_default("max_batch")
+        if self.batch_size is not None and self.batch_size > cap:
+            raise ValueError(f"batch_size {self.batch_size} is above the {self.target} limit of {cap}")
+        if self.enabled and self.target == "salesforce" and not self.base_url:
+            raise ValueError("salesforce needs base_url, the org's instance URL")
+        return self
+
+    def target_default(self, key: str) -> Any:
+        return _WRITEBACK_TARGETS[self.target][key]
+
+    def field_map(self) -> dict[str, str]:
+        """Canonical field -> CRM field name, in canonical order."""
+        mapping = self.fields if self.fields is not None else self.target_default("fields")
+        return {field: mapping[field] for field in WRITEBACK_FIELDS if field in mapping}
+
+    def resolved_base_url(self) -> str:
+        return (self.base_url or self.target_default("base_url") or "").rstrip("/")
+
+    def resolved_token_env(self) -> str:
+        return self.token_env or self.target_default("token_env")
+
+    def resolved_object_type(self) -> str:
+        return self.object_type or self.target_default("object_type")
+
+    def resolved_batch_size(self) -> int:
+        return self.batch_size or self.target_default("max_batch")
 
 
 PUBLISHABLE_TABLES: tuple[str, ...] = (

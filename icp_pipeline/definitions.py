@@ -16,10 +16,12 @@ from icp_pipeline.ops.sensors import (
 )
 from icp_pipeline.partitions import nightly_partitions
 from icp_pipeline.publish.assets import published
+from icp_pipeline.report.assets import icp_report
 from icp_pipeline.resources import IcpSettings
 from icp_pipeline.runner import NIGHTLY_JOB, WAREHOUSE_WRITER
 from icp_pipeline.scoring.assets import icp_profile_and_scores, score_validation
 from icp_pipeline.triggers.assets import trigger_events
+from icp_pipeline.writeback.assets import crm_writeback
 
 nightly_icp = dg.define_asset_job(
     NIGHTLY_JOB,
@@ -54,6 +56,8 @@ defs = dg.Definitions(
         trigger_events,
         alerts,
         drift_metrics_asset,
+        icp_report,
+        crm_writeback,
         published,
     ],
     asset_checks=[*score_freshness_checks],

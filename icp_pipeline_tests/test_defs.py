@@ -76,5 +76,7 @@ def test_every_asset_in_the_nightly_job_is_pinned() -> None:
         "icp/trigger_events",
         "icp/alerts",
         "icp/drift_metrics",
+        "icp/report",
         "icp/published",
+        "icp/crm_writeback",
     }

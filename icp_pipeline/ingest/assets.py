@@ -11,13 +11,8 @@ from dagster_dlt.translator import DltResourceTranslatorData
 
 from icp_pipeline.config import contracts_dir, load_config
 from icp_pipeline.contracts.spec import load_contracts
-from icp_pipeline.ingest.file_drop import (
-    TableLoadStats,
-    empty_source_for_specs,
-    file_drop_pipeline,
-    file_drop_source,
-)
-from icp_pipeline.ingest.files import inventory
+from icp_pipeline.ingest.file_drop import TableLoadStats, empty_source_for_specs, file_drop_pipeline
+from icp_pipeline.ingest.sources import build_raw_source
 from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.resources import IcpSettings
 
@@ -56,17 +51,23 @@ class RawTableTranslator(DagsterDltTranslator):
 def raw_file_drop(
     context: dg.AssetExecutionContext, dlt: DagsterDltResource, icp: IcpSettings
 ) -> Iterator[Any]:
-    """Check the drop (required files and columns) before loading, then load what changed."""
+    """Check the drop (required files and columns) and the API settings, then load what changed.
+
+    Tables delivered by a configured CRM API or REST feed are read from it; the rest from files.
+    """
     contracts = icp.contracts()
-    found = inventory(icp.source_path(), contracts)
-    context.log.info(f"loading {len(found.files)} table file(s) from {found.source_dir}")
-    for table, impact in found.missing_optional.items():
-        context.log.warning(f"{table}: optional file missing; {impact}")
     stats: dict[str, TableLoadStats] = {}
     warehouse = icp.warehouse_path()
+    plan = build_raw_source(icp.load_config(), contracts, icp.source_path(), warehouse, stats)
+    found = plan.inventory
+    context.log.info(f"loading {len(found.files)} table file(s) from {found.source_dir}")
+    for table, api in plan.api_tables.items():
+        context.log.info(f"{table}: read from {api}")
+    for table, impact in found.missing_optional.items():
+        context.log.warning(f"{table}: optional file missing; {impact}")
     for result in dlt.run(
         context=context,
-        dlt_source=file_drop_source(found, contracts, warehouse, stats),
+        dlt_source=plan.source,
         dlt_pipeline=file_drop_pipeline(warehouse, icp.dlt_pipelines_dir()),
     ):
         table = result.asset_key.path[-1]

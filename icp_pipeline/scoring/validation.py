@@ -21,6 +21,7 @@ from icp_pipeline.scoring.score import score_accounts
 
 HOLDOUT_SHARE = 0.25
 MIN_TEST_DEALS = 30
+GAINS_POINTS = 20
 
 
 def auc(scores: np.ndarray, won: np.ndarray) -> float:
@@ -44,6 +45,22 @@ def tier_table(tiers: pd.Series, won: pd.Series) -> pd.DataFrame:
     table["share_of_deals"] = table["deals"] / max(len(frame), 1)
     table["share_of_wins"] = table["wins"] / max(int(frame["won"].sum()), 1)
     return table
+
+
+def gains_curve(scores: np.ndarray, won: np.ndarray, points: int = GAINS_POINTS) -> pd.DataFrame:
+    """Share of wins captured by the top-scored share of deals, at evenly spaced shares.
+
+    Deals with equal scores are one step, interpolated linearly: the expected capture when ties
+    are called at random, so the curve does not depend on row order.
+    """
+    shares = np.linspace(0, 1, points + 1)
+    if len(scores) == 0 or won.sum() == 0:
+        return pd.DataFrame({"share_of_deals": shares, "share_of_wins": np.nan})
+    frame = pd.DataFrame({"score": scores, "won": won.astype(int)})
+    steps = frame.groupby("score")["won"].agg(["size", "sum"]).sort_index(ascending=False)
+    deals = np.concatenate([[0.0], steps["size"].cumsum().to_numpy() / len(frame)])
+    wins = np.concatenate([[0.0], steps["sum"].cumsum().to_numpy() / won.sum()])
+    return pd.DataFrame({"share_of_deals": shares, "share_of_wins": np.interp(shares, deals, wins)})
 
 
 def holdout_validation(
@@ -87,6 +104,8 @@ def holdout_validation(
     rows += [
         ("win_rate", tier, tiers.loc[tier, "win_rate"], f"n={tiers.loc[tier, 'deals']}") for tier in "ABCD"
     ]
+    gains = gains_curve(scored["fit_score"].to_numpy(dtype=float), won)
+    rows += [("gains", f"{share:.2f}", captured, "") for share, captured in gains.itertuples(index=False)]
     metrics = pd.DataFrame(rows, columns=["metric", "segment", "value", "note"])
     metrics.insert(0, "as_of", as_of)
     metrics["split_date"] = split

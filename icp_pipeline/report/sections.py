@@ -1,0 +1,543 @@
+"""The five sections of the morning report, each built from its slice of `ReportData`.
+
+Each section says in words what it cannot show (too few deals, a step that has not run, nothing
+quarantined) rather than drawing an empty chart; every chart gets a caption saying what to read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pandas as pd
+
+from icp_pipeline.profile.traits import TRAIT_LABELS
+from icp_pipeline.report import charts
+from icp_pipeline.report import format as fmt
+from icp_pipeline.report.data import ReportData
+from icp_pipeline.report.html import Markup, Section, bullet_list, esc, table, tier_badge, tiles
+
+VERDICTS = (("must_have", "Must-have"), ("nice_to_have", "Nice-to-have"), ("hard_no", "Hard no"))
+FIT_METRICS = (
+    ("accounts", "Accounts", fmt.count),
+    ("closed_deals", "Closed deals", fmt.count),
+    ("win_rate", "Win rate", fmt.pct),
+    ("avg_deal_size", "Average deal size", fmt.money),
+    ("sales_cycle_days", "Sales cycle", fmt.days),
+    ("churn_rate", "Churn rate", fmt.pct),
+    ("net_revenue_retention", "Net revenue retention", fmt.pct),
+    ("ltv_to_cac", "LTV / CAC", fmt.ratio),
+    ("cac_payback_months", "CAC payback (months)", lambda v: fmt.decimal(v, 1)),
+)
+SCORED_BY = {
+    "learned": "learned from won and lost deals",
+    "written_icp": "cold start: the written ICP from icp.yaml scores, too few closed deals to learn",
+    "no_signal": "no signal: no trait separates won from lost deals, so every account scores alike",
+}
+COHORT_ROWS = ("reference", "population", "what_moved", "verdict")
+
+
+def _feature_label(feature: str) -> str:
+    return (
+        "Fit score"
+        if feature == "fit_score"
+        else TRAIT_LABELS.get(feature, feature.replace("_", " ").capitalize())
+    )
+
+
+def icp_section(data: ReportData) -> Section:
+    """The derived profile with each item's evidence, the audit, ICP-fit against non-fit metrics."""
+    icp = data.icp
+    section = Section("icp", "The ICP on one page")
+    section.para(icp.summary or "No ICP profile was derived for this date (icp/icp_profile has not run).")
+    facts = []
+    if icp.profile_version:
+        facts.append(f"Profile version {icp.profile_version}")
+    if icp.scored_by:
+        facts.append(f"scores {SCORED_BY.get(icp.scored_by, icp.scored_by)}")
+    if icp.tier_cutoffs:
+        cutoffs = ", ".join(f"{tier} from {points}" for tier, points in icp.tier_cutoffs.items())
+        facts.append(f"tiers by fit score: {cutoffs}, D the rest and every hard-no account")
+    if facts:
+        section.para("; ".join(facts) + ".", "sub")
+    if icp.notes:
+        section.para(f"Notes: {icp.notes}", "sub")
+    criteria = icp.criteria
+    if criteria.empty:
+        section.why(
+            "No must-have, nice-to-have or hard-no criterion is supported by the evidence for this date, "
+            "so there is nothing to chart: " + (icp.summary or "the profile has not been derived.")
+        )
+    else:
+        musts = criteria[criteria["verdict"] == "must_have"]["label"].tolist()
+        section.chart(
+            "criteria_win_rate",
+            charts.criteria_win_rate(criteria, icp.base_win_rate),
+            "Each dot is the win rate of closed deals at accounts with the trait, the bar its 95% interval; "
+            f"must-haves sit right of the {fmt.pct(icp.base_win_rate)} base rate, hard noes far left of it"
+            + (f" (must-have: {', '.join(musts)})." if musts else "."),
+        )
+    for verdict, title in VERDICTS:
+        section.heading(title)
+        items = criteria[criteria["verdict"] == verdict] if len(criteria) else criteria
+        if items.empty:
+            section.para("None supported by the evidence.", "small")
+            continue
+        section.add(
+            table(
+                [
+                    "Criterion",
+                    "Points",
+                    "Win rate (95% CI)",
+                    "Without",
+                    "Deals",
+                    "Support",
+                    "Accounts",
+                    "Lift",
+                    "q",
+                ],
+                [
+                    (
+                        row.label,
+                        f"{int(row.points):+d}",
+                        f"{fmt.pct(row.win_rate_with)} ({fmt.pct(row.win_rate_with_low)}-{fmt.pct(row.win_rate_with_high)})",
+                        fmt.pct(row.win_rate_without),
+                        fmt.count(row.closed_with),
+                        fmt.pct(row.support_best),
+                        fmt.pct(row.share_of_accounts),
+                        fmt.ratio(row.lift),
+                        fmt.p_value(row.q_value),
+                    )
+                    for row in items.itertuples(index=False)
+                ],
+                numeric=(1, 2, 3, 4, 5, 6, 7, 8),
+            )
+        )
+    section.para(
+        "Win rate: of closed deals at accounts with the trait (without: at the others); deals: closed deals with "
+        "the trait; support: share of best customers (top 20% of retained customers by value) with it; accounts: "
+        "share of all accounts with it; lift: support over that share; q: Fisher exact test, Benjamini-Hochberg "
+        "corrected.",
+        "small",
+    )
+    section.heading("ICP-fit accounts (tiers A and B) against the rest")
+    metrics = icp.fit_metrics.set_index("metric") if len(icp.fit_metrics) else pd.DataFrame()
+    shown = [
+        (label, render(metrics.loc[key, "icp_fit"]), render(metrics.loc[key, "non_fit"]))
+        for key, label, render in FIT_METRICS
+        if key in metrics.index and metrics.loc[key, ["icp_fit", "non_fit"]].notna().any()
+    ]
+    if shown:
+        section.add(table(["Metric", "ICP-fit", "Non-fit"], shown, numeric=(1, 2)))
+        if "ltv_to_cac" not in metrics.index or metrics.loc["ltv_to_cac"].isna().all():
+            section.para("LTV / CAC and CAC payback appear when icp.cac is set in icp.yaml.", "small")
+    else:
+        section.why("No ICP-fit metrics for this date: the profile has no tier cut-offs or no closed deals.")
+    section.heading("Audit of the written ICP")
+    if icp.audit.empty:
+        section.para(
+            "No written ICP is configured (icp.written in icp.yaml), so there is nothing to audit.", "small"
+        )
+    else:
+        section.add(
+            table(
+                ["Criterion", "Values", "Verdict of the data", "Evidence"],
+                [
+                    (
+                        f"{str(row.label).split(':')[0].replace('_', ' ')} {row.trait}",
+                        row.value,
+                        str(row.label).split(":", 1)[-1].strip(),
+                        row.detail,
+                    )
+                    for row in icp.audit.itertuples(index=False)
+                ],
+            )
+        )
+    return section
+
+
+def score_section(data: ReportData) -> Section:
+    """Holdout validation: headline numbers, win rate by tier, the gains curve."""
+    score = data.score
+    section = Section("score", "Does the score work")
+    values = score.values
+    if "auc" not in values:
+        section.why(
+            f"The score cannot be validated for this date: {score.status}. The holdout needs older deals to "
+            "learn from and newer closed deals to test on."
+        )
+        return section
+    section.para(
+        f"The profile was re-learned from deals closed by {score.split_date} only, then tested on the "
+        f"{fmt.count(values.get('test_deals'))} deals that closed after: deals the profile never saw."
+    )
+    auc = values.get("auc", float("nan"))
+    lift = values.get("tier_a_lift", float("nan"))
+    section.add(
+        tiles(
+            [
+                (fmt.decimal(auc), "holdout AUC (0.5 = coin flip)", "good" if auc >= 0.65 else "warn"),
+                (fmt.ratio(lift), "tier-A win rate over the base rate", "good" if lift >= 1.5 else "warn"),
+                (
+                    fmt.pct(values.get("ab_share_of_wins")),
+                    f"of wins in tiers A+B ({fmt.pct(values.get('ab_share_of_deals'))} of deals)",
+                    "",
+                ),
+                (fmt.pct(values.get("base_win_rate")), "base win rate of the test deals", ""),
+            ]
+        )
+    )
+    tiers = score.tiers.dropna(subset=["win_rate"])
+    if len(tiers) >= 2:
+        rates = tiers.set_index("tier")["win_rate"]
+        ordered = bool((rates.diff().dropna() < 0).all())
+        section.chart(
+            "tier_win_rate",
+            charts.tier_win_rate(score.tiers, values.get("base_win_rate", float("nan"))),
+            f"Tier A won {fmt.pct(rates.iloc[0])} of its test deals against a {fmt.pct(values.get('base_win_rate'))} "
+            + (
+                "base rate; win rates fall from A to D, so the tiers rank deals as they should."
+                if ordered
+                else "base rate; the tiers are NOT in order from A to D: check the profile."
+            ),
+        )
+    else:
+        section.why("Too few test deals per tier to compare win rates by tier.")
+    gains = score.gains.dropna(subset=["share_of_wins"]) if len(score.gains) else score.gains
+    if len(gains) >= 3:
+        ab = (
+            (values["ab_share_of_deals"], values["ab_share_of_wins"])
+            if "ab_share_of_deals" in values
+            else None
+        )
+        top = gains[gains["share_of_deals"].round(2) == 0.2]
+        section.chart(
+            "gains_curve",
+            charts.gains_curve(gains, ab),
+            (
+                f"The best-scored 20% of deals hold {fmt.pct(top['share_of_wins'].iloc[0])} of the wins (random order: 20%); "
+                if len(top)
+                else ""
+            )
+            + "the further the curve bows above the diagonal, the better the score ranks deals.",
+        )
+    else:
+        section.why(
+            "No gains curve for this date: the holdout points are written by icp run from this version on; "
+            "rerun icp run for this date to draw it."
+        )
+    return section
+
+
+def trigger_text(kind: object, evidence: object) -> str:
+    """A trigger in a few words: 'Series A of $5.1M', '16 postings in 30 days (usual 0.7/month)'."""
+    if kind is None or pd.isna(kind):
+        return "none in 90 days"
+    try:
+        facts = json.loads(str(evidence)) if evidence else {}
+    except ValueError:
+        facts = {}
+    name = str(kind).replace("_", " ")
+    if kind == "funding":
+        detail = f"{facts.get('round_type', 'round')} of {fmt.money(facts.get('amount_usd'))}"
+    elif kind == "hiring_surge":
+        detail = (
+            f"{facts.get('recent_postings', '?')} postings in {facts.get('recent_days', '?')} days "
+            f"(usual {fmt.decimal(facts.get('monthly_baseline'), 1)}/month)"
+        )
+    elif kind == "leadership_change":
+        detail = (
+            f"{facts.get('title', '')} {facts.get('person_name', '')} {facts.get('change_type', '')}".strip()
+        )
+    elif kind == "tech_change":
+        moves = [f"added {', '.join(facts['added'])}" if facts.get("added") else ""]
+        moves.append(f"dropped {', '.join(facts['dropped'])}" if facts.get("dropped") else "")
+        detail = "; ".join(m for m in moves if m)
+    elif kind == "headcount_growth":
+        detail = (
+            f"employees {fmt.count(facts.get('employees_before'))} to {fmt.count(facts.get('employees_now'))} "
+            f"(+{fmt.pct(facts.get('growth'))})"
+        )
+    else:
+        detail = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in facts.items() if not k.endswith("ids"))[
+            :80
+        ]
+    return f"{name}: {detail}" if detail else name
+
+
+def call_section(data: ReportData) -> Section:
+    """The accounts to call first, tier counts, recent triggers per week, last night's alerts."""
+    call = data.call
+    section = Section("call", "Who to call")
+    counts = call.tier_counts.set_index("tier") if len(call.tier_counts) else pd.DataFrame()
+    if len(counts):
+        by_tier = ", ".join(f"{tier} {fmt.count(counts.loc[tier, 'accounts'])}" for tier in counts.index)
+        hard_no = int(counts["disqualified"].sum())
+        section.para(
+            f"{fmt.count(data.accounts_scored)} accounts scored: {by_tier}"
+            + (f" ({fmt.count(hard_no)} hard-no accounts are in D)." if hard_no else ".")
+        )
+    top = call.top_accounts
+    if top.empty:
+        section.why("No account qualifies: every scored account is a hard no.")
+    else:
+        section.para(
+            "Ranked like the alert ledger ranks alerts: half fit score, plus the strength and recency of the "
+            "account's buying signals in the last 90 days. Hard-no accounts are left out.",
+            "small",
+        )
+        section.add(
+            table(
+                ["#", "Account", "Owner", "Tier", "Score", "Why it fits", "Latest trigger", "Priority"],
+                [
+                    (
+                        rank,
+                        Markup(
+                            f"{esc(row.name or row.account_id)}<br><span class='small'>{esc(row.account_id)}</span>"
+                        ),
+                        row.owner if isinstance(row.owner, str) else "unassigned",
+                        tier_badge(str(row.tier)),
+                        int(row.fit_score),
+                        row.top_positive or "",
+                        Markup(
+                            esc(trigger_text(row.latest_trigger, row.latest_evidence))
+                            + (
+                                f"<br><span class='small'>{esc(pd.Timestamp(row.latest_trigger_at).date())}"
+                                + (
+                                    f", {int(row.recent_triggers)} signals in 90 days"
+                                    if row.recent_triggers > 1
+                                    else ""
+                                )
+                                + "</span>"
+                                if pd.notna(row.latest_trigger_at)
+                                else ""
+                            )
+                        ),
+                        fmt.decimal(row.priority),
+                    )
+                    for rank, row in enumerate(top.itertuples(index=False), start=1)
+                ],
+                numeric=(0, 4, 7),
+            )
+        )
+    weeks = call.trigger_weeks
+    if weeks.empty:
+        section.why(
+            "No trigger events happened in the last 12 weeks: either the feeds (funding rounds, job postings, "
+            "leadership changes, firmographics) were not delivered or nothing crossed a trigger threshold."
+        )
+    else:
+        labels = [(data.as_of - dt.timedelta(days=7 * ago)).strftime("%b %d") for ago in range(12)]
+        totals = weeks.groupby("trigger_type")["events"].sum().sort_values(ascending=False)
+        section.chart(
+            "triggers_by_week",
+            charts.triggers_by_week(weeks, labels),
+            f"Buying signals by the week they happened: {fmt.count(totals.sum())} in 12 weeks, most of them "
+            f"{str(totals.index[0]).replace('_', ' ')} ({fmt.count(totals.iloc[0])}); a tall bar is a busy week for reps.",
+        )
+    alerts = call.alert_status
+    if len(alerts):
+        parts = [
+            f"{fmt.count(n)} {status}" for status, n in alerts[["status", "alerts"]].itertuples(index=False)
+        ]
+        digest = int(alerts["in_digest"].sum())
+        section.para(
+            f"Alerts created for this date: {', '.join(parts)}"
+            + (f" ({fmt.count(digest)} folded into digests)." if digest else ".")
+        )
+    else:
+        section.para("No alert was created for this date.", "small")
+    return section
+
+
+def drift_section(data: ReportData) -> Section:
+    """Cohort AUC and tier-A lift against the reference, PSI, what moved and the verdict."""
+    drift = data.drift
+    section = Section("drift", "Is the ICP drifting")
+    metrics = drift.metrics
+    if metrics.empty:
+        section.why("Drift has not been computed for this date (icp/drift_metrics has not run).")
+        return section
+    flag = drift.flag
+    if flag.get("flagged"):
+        section.add(
+            f'<p><span class="flag">Drift flagged.</span> {esc(flag.get("reason"))}. '
+            f"Recommendation: {esc(flag.get('recommendation'))}.</p>"
+        )
+    else:
+        section.add(
+            '<p><span class="ok">No drift flag.</span> No monthly cohort\'s AUC fell significantly below the '
+            "reference's.</p>"
+        )
+    reference = metrics[(metrics["cohort"] == "reference") & (metrics["metric"] == "auc")]
+    reference_auc = float(reference["value"].iloc[0]) if len(reference) else float("nan")
+    if len(reference):
+        section.para(f"Reference: {reference['note'].iloc[0]}; AUC {fmt.decimal(reference_auc)}.", "sub")
+    cohorts = metrics[~metrics["cohort"].isin(COHORT_ROWS)]
+    auc = cohorts[cohorts["metric"] == "auc"]
+    judged = auc.dropna(subset=["value"]).reset_index(drop=True)
+    waiting = auc[auc["value"].isna()]
+    reasons = [
+        f"{c} ({str(n).removeprefix('insufficient data: ')})"
+        for c, n in waiting[["cohort", "note"]].itertuples(index=False)
+    ]
+    not_judged = "; ".join(reasons[-4:]) + (f"; and {len(reasons) - 4} earlier" if len(reasons) > 4 else "")
+    if len(judged) >= 2 and pd.notna(reference_auc):
+        flagged = judged[judged["flagged"].astype(bool)]["cohort"].tolist()
+        section.chart(
+            "cohort_auc",
+            charts.cohort_auc(judged, reference_auc),
+            "A cohort inside or above the shaded band ranks deals as well as the reference; a red dot fell "
+            "significantly below it"
+            + (f" (flagged: {', '.join(flagged)})" if flagged else " (none did)")
+            + (f". Not judged yet: {not_judged}." if not_judged else "."),
+        )
+    else:
+        section.why(
+            f"Too few monthly cohorts have enough closed deals to judge ({len(judged)} of {len(auc)})"
+            + (f": {not_judged}." if not_judged else ".")
+        )
+    lift = cohorts[cohorts["metric"] == "tier_a_lift"].dropna(subset=["value"]).reset_index(drop=True)
+    if len(lift) >= 2:
+        minimum = (
+            float(lift["threshold"].dropna().iloc[0]) if lift["threshold"].notna().any() else float("nan")
+        )
+        below = lift[lift["value"] < minimum]["cohort"].tolist() if pd.notna(minimum) else []
+        section.chart(
+            "cohort_lift",
+            charts.cohort_lift(lift, minimum),
+            f"How much more often tier-A deals win than the cohort as a whole; below {fmt.ratio(minimum)} the "
+            "top tier barely stands out"
+            + (f" (below it: {', '.join(below)})." if below else " (no cohort is)."),
+        )
+    else:
+        section.why("Tier-A lift needs at least two judged cohorts with five or more tier-A deals each.")
+    psi = metrics[(metrics["cohort"] == "population") & (metrics["metric"] == "psi")].dropna(subset=["value"])
+    if len(psi):
+        psi = psi.assign(label=psi["segment"].map(_feature_label)).sort_values("value", ascending=False)
+        flag_level = float(psi["threshold"].dropna().iloc[0]) if psi["threshold"].notna().any() else 0.2
+        top = psi.iloc[0]
+        section.chart(
+            "psi",
+            charts.psi_bars(psi, drift.psi_watch, flag_level),
+            f"Largest shift: {top['label']} (PSI {fmt.decimal(top['value'], 3)}); under {fmt.decimal(drift.psi_watch)} "
+            f"recent deals come from the same mix of accounts as the reference, above {fmt.decimal(flag_level)} "
+            "the mix has changed.",
+        )
+    else:
+        section.why("No population stability figures: the reference or recent cohorts hold no deals.")
+    section.heading("What moved")
+    moved = metrics[metrics["cohort"] == "what_moved"]
+    if len(moved):
+        section.add(bullet_list(moved["note"].astype(str).tolist()))
+    else:
+        section.para(
+            "Nothing moved significantly: no trait's win rate changed between the reference deals and the "
+            "recent cohorts (two-proportion test, p < 0.01).",
+            "small",
+        )
+    return section
+
+
+def health_section(data: ReportData) -> Section:
+    """Rows per table, contract failures, quarantine by rule, freshness, feed match rates."""
+    health = data.health
+    section = Section("health", "Data health")
+    if data.as_of != data.latest_as_of:
+        section.para(
+            "Row counts, quarantine and match rates are the warehouse's current tables (they keep no history), "
+            f"so they describe the run of {data.latest_as_of}, not {data.as_of}.",
+            "sub",
+        )
+    rows = health.table_rows
+    section.heading("Rows per table")
+    section.add(
+        table(
+            ["Table", "Raw", "Staged", "Quarantined", "Duplicates removed"],
+            [
+                (
+                    row.table.replace("_", " "),
+                    "no file" if pd.isna(row.raw) else fmt.count(row.raw),
+                    "not staged" if pd.isna(row.staged) else fmt.count(row.staged),
+                    fmt.count(row.quarantined),
+                    "" if pd.isna(row.duplicates_removed) else fmt.count(row.duplicates_removed),
+                )
+                for row in rows.itertuples(index=False)
+            ],
+            numeric=(1, 2, 3, 4),
+        )
+    )
+    section.para("Raw = staged + quarantined + duplicates removed (latest updated_at wins).", "small")
+    section.heading("Contract rules")
+    failed = health.failed_rules
+    if health.rules_evaluated == 0:
+        section.why("No contract results for this date: staging has not run.")
+    elif failed.empty:
+        section.para(f"All {fmt.count(health.rules_evaluated)} contract rules passed on {data.as_of}.")
+    else:
+        section.add(
+            table(
+                ["Table", "Rule", "Severity", "Rows failing", "Detail"],
+                [
+                    (r.table, r.rule, r.severity, fmt.count(r.failed), r.detail)
+                    for r in failed.itertuples(index=False)
+                ],
+                numeric=(3,),
+            )
+        )
+    quarantine = health.quarantine
+    section.heading("Quarantine")
+    if quarantine.empty:
+        section.why(
+            "No row was quarantined: every raw row met its contract's error rules, so there is nothing to chart."
+        )
+    else:
+        section.chart(
+            "quarantine_by_rule",
+            charts.quarantine_by_rule(quarantine),
+            f"{fmt.count(quarantine['rows'].sum())} rows held back from staging; the longest bar is the rule to "
+            "fix at the source first.",
+        )
+        section.add(
+            table(
+                ["Table", "Rule", "Rows", "Example key", "Example message"],
+                [
+                    (q.table, q.rule, fmt.count(q.rows), q.example_key, q.example_message)
+                    for q in quarantine.head(15).itertuples(index=False)
+                ],
+                numeric=(2,),
+            )
+        )
+    freshness = health.freshness
+    if freshness.empty:
+        section.why("No freshness figures: no staged table has a freshness rule.")
+    else:
+        stale = freshness[freshness["passed"].eq(False)]["table"].str.replace("_", " ").tolist()
+        section.chart(
+            "feed_freshness",
+            charts.feed_freshness(freshness),
+            f"Each bar is how old the newest row was on {data.as_of}; past the | mark the contract calls the table "
+            f"stale ({'stale: ' + ', '.join(stale) if stale else 'none is'}).",
+        )
+    match = health.match
+    if match.empty:
+        section.why("No feed rows were delivered, so there are no match rates to show.")
+    else:
+        matched = match[match["match_method"].isin(["domain", "name"])]["rows"].sum() / match["rows"].sum()
+        section.chart(
+            "match_rate",
+            charts.match_rate(match),
+            f"{fmt.pct(matched)} of feed rows matched a CRM account, by normalized domain first, then exact name; "
+            "unmatched rows are kept but cannot trigger alerts.",
+        )
+    return section
+
+
+def build_sections(data: ReportData) -> list[Section]:
+    return [
+        icp_section(data),
+        score_section(data),
+        call_section(data),
+        drift_section(data),
+        health_section(data),
+    ]
