@@ -181,8 +181,11 @@ class DriftConfig(_Section):
     psi_flag: float = 0.2
 
 
-class SourceRetry(_Section):
-    """HTTP retries of source reads: 429 waits Retry-After (up to a cap), 5xx and timeouts back off."""
+class HttpRetry(_Section):
+    """HTTP retries of API calls: 429 waits Retry-After (up to a cap), 5xx and timeouts back off.
+
+    Defaults suit source reads; CRM write-back defaults to a shorter timeout and Retry-After cap.
+    """
 
     timeout_s: float = Field(default=60, gt=0)
     max_attempts: int = Field(default=5, ge=1)
@@ -216,7 +219,7 @@ class CrmSourceConfig(_Section):
     fields: dict[CrmTable, dict[str, str]] = Field(default_factory=dict)
     page_size: int | None = Field(default=None, ge=1, le=2000)
     lookback_s: int = Field(default=0, ge=0)
-    retry: SourceRetry = Field(default_factory=SourceRetry)
+    retry: HttpRetry = Field(default_factory=HttpRetry)
 
 
 class RestFeedConfig(_Section):
@@ -240,7 +243,7 @@ class RestFeedConfig(_Section):
     paginator: dict[str, Any] | str | None = None
     data_selector: str | None = None
     fields: dict[str, str] = Field(default_factory=dict)
-    retry: SourceRetry = Field(default_factory=SourceRetry)
+    retry: HttpRetry = Field(default_factory=HttpRetry)
 
     @model_validator(mode="after")
     def _secret_named(self) -> RestFeedConfig:
@@ -256,14 +259,8 @@ class SourcesConfig(_Section):
     feeds: dict[FeedTable, RestFeedConfig] = Field(default_factory=dict)
 
 
-class WritebackRetry(_Section):
-    """HTTP retries of CRM writes: 429 waits Retry-After (up to a cap), 5xx and timeouts back off."""
-
-    timeout_s: float = Field(default=30, gt=0)
-    max_attempts: int = Field(default=5, ge=1)
-    backoff_s: float = Field(default=2.0, ge=0)
-    max_backoff_s: float = Field(default=60, ge=0)
-    max_retry_after_s: float = Field(default=120, ge=0)
+def _writeback_retry() -> HttpRetry:
+    return HttpRetry(timeout_s=30, backoff_s=2.0, max_retry_after_s=120)
 
 
 WRITEBACK_FIELDS: tuple[str, ...] = ("fit_score", "tier", "reasons", "latest_trigger", "latest_trigger_date")
@@ -310,7 +307,7 @@ class WritebackConfig(_Section):
     batch_size: int | None = Field(default=None, ge=1)
     max_calls: int = Field(default=1000, ge=1)
     reasons_max_chars: int = Field(default=255, ge=20)
-    retry: WritebackRetry = Field(default_factory=WritebackRetry)
+    retry: HttpRetry = Field(default_factory=_writeback_retry)
 
     @model_validator(mode="after")
     def _fits_target(self) -> WritebackConfig:

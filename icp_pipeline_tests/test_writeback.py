@@ -27,8 +27,8 @@ import yaml
 from icp_pipeline.config import PROJECT_ROOT, IcpConfig, WritebackConfig
 from icp_pipeline.errors import IcpConfigError
 from icp_pipeline.resources import IcpSettings
+from icp_pipeline.retries import retry_after_seconds
 from icp_pipeline.writeback.assets import crm_writeback
-from icp_pipeline.writeback.client import retry_after_seconds
 from icp_pipeline.writeback.run import WritebackReport, run_writeback
 
 AS_OF = dt.date(2026, 11, 1)

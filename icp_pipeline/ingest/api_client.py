@@ -10,8 +10,6 @@ travel in the query, and requests' own exception texts include the full URL.
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -21,8 +19,9 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from icp_pipeline.config import SourceRetry
+from icp_pipeline.config import HttpRetry
 from icp_pipeline.errors import IcpConfigError, IcpInputError
+from icp_pipeline.retries import retry_after_seconds
 
 Sleep = Callable[[float], None]
 RETRYABLE_EXCEPTIONS = (requests.ConnectionError, requests.Timeout)
@@ -39,7 +38,7 @@ class RetryPolicy:
     max_retry_after_s: float = 300.0
 
     @classmethod
-    def from_config(cls, config: SourceRetry) -> RetryPolicy:
+    def from_config(cls, config: HttpRetry) -> RetryPolicy:
         return cls(
             timeout_s=config.timeout_s,
             max_attempts=config.max_attempts,
@@ -51,24 +50,6 @@ class RetryPolicy:
     def backoff(self, attempt: int) -> float:
         """Exponential wait after the given (1-based) failed attempt, capped."""
         return min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
-
-
-def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
-    """`Retry-After` as seconds (a delay or an HTTP date); None when absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(float(text), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max((when - (now or dt.datetime.now(dt.UTC))).total_seconds(), 0.0)
 
 
 def is_retryable(status: int) -> bool:

@@ -8,7 +8,6 @@ Updates are idempotent (same values, same ids), so retrying a request that timed
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import json
 import logging
 import math
@@ -19,8 +18,9 @@ from typing import Any, Protocol
 
 import requests
 
-from icp_pipeline.config import WritebackRetry
+from icp_pipeline.config import HttpRetry
 from icp_pipeline.errors import IcpConfigError
+from icp_pipeline.retries import retry_after_seconds
 
 logger = logging.getLogger(__name__)
 MESSAGE_LIMIT = 300
@@ -70,7 +70,7 @@ class CrmClient:
         crm: str,
         token: str,
         token_env: str,
-        retry: WritebackRetry,
+        retry: HttpRetry,
         max_calls: int,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -144,25 +144,6 @@ class CrmClient:
 
     def __repr__(self) -> str:
         return f"CrmClient(crm={self.crm!r}, token=<redacted>, calls={self.calls}/{self.max_calls})"
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds (a number or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        seconds = math.nan
-    if math.isfinite(seconds):
-        return max(0.0, seconds)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def error_detail(body: Any) -> str:
