@@ -92,14 +92,16 @@ def test_daemon_fires_the_schedule_and_the_run_publishes_to_postgres(tmp_path: P
             run = _wait_for_scheduled_success(instance_db, daemon, tmp_path / "daemon.log")
             elapsed = time.monotonic() - started
         assert web.poll() is not None and daemon.poll() is not None, "processes still running after stop"
-        print(f"\nscheduled run {run[0]} succeeded {elapsed:.0f} s after the daemon started")
+        print(
+            f"\nscheduled run {run[0]}: {run[1]} in {run[2]:.0f} s, {elapsed:.0f} s after the daemon started"
+        )
         assert run[1] == "SUCCESS"
         assert scores_by_day(wh_db) == {today.isoformat(): ACCOUNTS}
 
 
 def _wait_for_scheduled_success(
     instance_db: str, daemon: subprocess.Popen[bytes], log: Path
-) -> tuple[str, str]:
+) -> tuple[str, str, float]:
     """Poll Dagster's run storage in PostgreSQL until a run launched by the schedule has finished."""
     deadline = time.monotonic() + SCHEDULE_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -108,7 +110,7 @@ def _wait_for_scheduled_success(
             postgres.query(
                 instance_db,
                 """
-            select runs.run_id, runs.status from runs
+            select runs.run_id, runs.status, runs.end_time - runs.start_time from runs
             join run_tags on run_tags.run_id = runs.run_id
             where run_tags.key = 'dagster/schedule_name' and run_tags.value = 'nightly_icp_schedule'
             """,
@@ -116,7 +118,11 @@ def _wait_for_scheduled_success(
             if _has_runs_table(instance_db)
             else []
         )
-        finished = [(str(run_id), str(status)) for run_id, status in rows if status in ("SUCCESS", "FAILURE")]
+        finished = [
+            (str(run_id), str(status), float(seconds or 0))
+            for run_id, status, seconds in rows
+            if status in ("SUCCESS", "FAILURE")
+        ]
         if finished:
             return finished[0]
         time.sleep(2)
