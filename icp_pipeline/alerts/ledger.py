@@ -23,6 +23,7 @@ import pandas as pd
 
 from icp_pipeline.alerts.channels import AlertMessage, Channel, DeliveryResult, Digest
 from icp_pipeline.config import AlertConfig
+from icp_pipeline.frames import isin
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,20 @@ LEDGER_COLUMNS = [
     "as_of",
 ]
 TIER_ORDER = {"A": 0, "B": 1, "C": 2, "D": 3}
+# What `build_message` reads from a ledger row and from its context.
+MESSAGE_ROW = ("alert_id", "event_id", "account_id", "owner_id", "trigger_type", "priority", "channel")
+MESSAGE_CONTEXT = (
+    "name",
+    "owner_name",
+    "owner_email",
+    "slack_user_id",
+    "tier",
+    "fit_score",
+    "top_positive",
+    "occurred_at",
+    "strength",
+    "evidence",
+)
 OPEN_STATUSES = ("pending",)
 
 
@@ -98,7 +113,7 @@ def new_alerts(
     if rows.empty:
         return empty_ledger()
     rows["alert_id"] = alert_ids(rows["event_id"], rows["recipient"], rows["channel"]).to_numpy()
-    rows = rows[~rows["alert_id"].isin(ledger["alert_id"])].drop_duplicates("alert_id")
+    rows = rows[~isin(rows["alert_id"], ledger["alert_id"])].drop_duplicates("alert_id")
     age_days = (pd.Timestamp(as_of, tz="UTC") - pd.to_datetime(rows["occurred_at"], utc=True)).dt.days.clip(
         lower=0
     )
@@ -151,10 +166,14 @@ def _over_cap(rows: pd.DataFrame, ledger: pd.DataFrame, config: AlertConfig, now
         .size()
     )
     rank = rows.groupby(["recipient", "channel"]).cumcount()
-    already = pd.MultiIndex.from_frame(rows[["recipient", "channel"]]).map(
-        lambda key: int(earlier.get(key, 0))
+    # Earlier alerts of the day per (recipient, channel), looked up for all rows in one merge.
+    already = (
+        rows[["recipient", "channel"]]
+        .merge(earlier.rename("already").reset_index(), on=["recipient", "channel"], how="left")["already"]
+        .fillna(0)
+        .to_numpy(dtype=np.int64)
     )
-    return (rank.to_numpy() + np.asarray(already)) >= config.daily_cap_per_owner
+    return (rank.to_numpy() + already) >= config.daily_cap_per_owner
 
 
 def _present(value: Any) -> Any:
@@ -163,29 +182,35 @@ def _present(value: Any) -> Any:
 
 
 def build_message(row: Mapping[str, Any], context: Mapping[str, Any], template: str | None) -> AlertMessage:
-    """An AlertMessage from a ledger row and its account, score, owner and event context."""
-    row = {key: _present(value) for key, value in row.items()}
-    context = {key: _present(value) for key, value in context.items()}
+    """An AlertMessage from a ledger row and its account, score, owner and event context.
+
+    Missing values of any flavour read as None; only the fields a message uses are looked at.
+    """
+
+    def field(values: Mapping[str, Any], key: str, default: Any = None) -> Any:
+        return _present(values.get(key, default))
+
+    account_id = _present(row["account_id"])
+    occurred_at = field(context, "occurred_at")
+    evidence = field(context, "evidence")
     return AlertMessage(
-        alert_id=str(row["alert_id"]),
-        event_id=str(row["event_id"]),
-        account_id=str(row["account_id"]),
-        account_name=str(context.get("name") or row["account_id"]),
-        owner_id=row.get("owner_id") or None,
-        owner_name=context.get("owner_name") or None,
-        owner_email=context.get("owner_email") or None,
-        slack_user_id=context.get("slack_user_id") or None,
-        tier=str(context.get("tier", "")),
-        fit_score=int(context.get("fit_score", 0)),
-        top_reasons=str(context.get("top_positive") or ""),
-        trigger_type=str(row["trigger_type"]),
-        occurred_at=str(pd.Timestamp(context["occurred_at"]).date())
-        if context.get("occurred_at") is not None
-        else "",
-        strength=float(context.get("strength", 0.0)),
-        priority=float(row["priority"]),
-        evidence=json.loads(context["evidence"]) if context.get("evidence") else {},
-        crm_url=template.format(account_id=row["account_id"]) if template else None,
+        alert_id=str(_present(row["alert_id"])),
+        event_id=str(_present(row["event_id"])),
+        account_id=str(account_id),
+        account_name=str(field(context, "name") or account_id),
+        owner_id=field(row, "owner_id") or None,
+        owner_name=field(context, "owner_name") or None,
+        owner_email=field(context, "owner_email") or None,
+        slack_user_id=field(context, "slack_user_id") or None,
+        tier=str(field(context, "tier", "")),
+        fit_score=int(field(context, "fit_score", 0)),
+        top_reasons=str(field(context, "top_positive") or ""),
+        trigger_type=str(_present(row["trigger_type"])),
+        occurred_at=str(pd.Timestamp(occurred_at).date()) if occurred_at is not None else "",
+        strength=float(field(context, "strength", 0.0)),
+        priority=float(_present(row["priority"])),
+        evidence=json.loads(evidence) if evidence else {},
+        crm_url=template.format(account_id=account_id) if template else None,
     )
 
 
@@ -196,32 +221,81 @@ def deliver(
     config: AlertConfig,
     now: dt.datetime,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Send every pending alert with attempts left; digests go one message per recipient."""
+    """Send every pending alert with attempts left; digests go one message per recipient.
+
+    Messages are sent per (recipient, channel, digest) group in priority order, as before; a
+    channel that can send a batch (the outbox: one write and one fsync) gets each of its groups'
+    messages in one call, in that same order. Results are written to the ledger in one step.
+    """
     ledger = ledger.copy()
     counts = {"sent": 0, "failed": 0}
     open_rows = ledger["status"].isin(OPEN_STATUSES) & (ledger["attempts"].astype(int) < config.max_attempts)
-    by_alert = contexts.set_index("alert_id") if len(contexts) else pd.DataFrame()
+    by_alert: dict[Any, dict[str, Any]] = {}
+    if len(contexts):
+        unique = contexts[~contexts["alert_id"].duplicated(keep="first")]
+        shown = [c for c in MESSAGE_CONTEXT if c in unique.columns]
+        by_alert = dict(zip(unique["alert_id"], unique[shown].to_dict("records"), strict=True))
     todo = ledger[open_rows & ledger["channel"].isin(list(channels))]
-    for (recipient, channel_name, digest), group in todo.groupby(
-        ["recipient", "channel", "digest"], sort=True
-    ):
-        channel = channels[channel_name]
+    # One conversion of the fields a message reads, not one per group; groups as position arrays.
+    rows = todo[list(MESSAGE_ROW)].to_dict("records")
+    labels, priority = todo.index.to_numpy(), todo["priority"].to_numpy()
+    recipients, digests = todo["recipient"].to_numpy(), todo["digest"].to_numpy()
+    # The groups in key order, each as the positions of its rows in ledger order (as groupby yields them).
+    group_of = todo.groupby(["recipient", "channel", "digest"], sort=True).ngroup().to_numpy()
+    by_group = np.argsort(group_of, kind="stable")
+    boundaries = np.flatnonzero(group_of[by_group][1:] != group_of[by_group][:-1]) + 1
+    # Per channel: the items to send in order, and for each item the ledger positions it settles.
+    outgoing: dict[str, list[tuple[AlertMessage | Digest, list[Any]]]] = {}
+    for members in np.split(by_group, boundaries) if len(todo) else []:
+        recipient, channel_name, digest = (
+            recipients[members[0]],
+            rows[members[0]]["channel"],
+            digests[members[0]],
+        )
+        ordered = members[_by_priority(priority[members])]
         messages = [
-            build_message(
-                row,
-                by_alert.loc[row["alert_id"]].to_dict() if row["alert_id"] in by_alert.index else {},
-                config.crm_url_template,
-            )
-            for _, row in group.sort_values("priority", ascending=False).iterrows()
+            build_message(rows[i], by_alert.get(rows[i]["alert_id"], {}), config.crm_url_template)
+            for i in ordered
         ]
+        items = outgoing.setdefault(str(channel_name), [])
         if digest:
             first = messages[0]
             digest_message = Digest(str(recipient), first.owner_name, first.slack_user_id, tuple(messages))
-            results = [_send(channel, digest_message)] * len(messages)
+            items.append((digest_message, list(labels[ordered])))
         else:
-            results = [_send(channel, message) for message in messages]
-        _record(ledger, group.index, results, now, counts, config.max_attempts)
+            items.extend((message, [label]) for message, label in zip(messages, labels[ordered], strict=True))
+    positions: list[Any] = []
+    results: list[DeliveryResult] = []
+    for channel_name, items in outgoing.items():
+        sent = _send_all(channels[channel_name], [item for item, _ in items])
+        for (_, settled), result in zip(items, sent, strict=True):
+            positions.extend(settled)
+            results.extend([result] * len(settled))
+    _record(ledger, positions, results, now, counts, config.max_attempts)
     return ledger, counts
+
+
+def _by_priority(priority: np.ndarray) -> np.ndarray:
+    """Positions in descending priority, exactly as `DataFrame.sort_values(ascending=False)` orders
+    them (quicksort on the reversed values, reversed back), without building a frame per group."""
+    values = np.asarray(priority)
+    if values.dtype.kind != "f" or np.isnan(values).any():
+        return pd.Series(values).sort_values(ascending=False).index.to_numpy()
+    descending = np.arange(len(values))[::-1]
+    return descending[values[::-1].argsort(kind="quicksort")][::-1]
+
+
+def _send_all(channel: Channel, messages: list[AlertMessage | Digest]) -> list[DeliveryResult]:
+    """One result per message: a batch when the channel supports it, else one send each."""
+    send_many = getattr(channel, "send_many", None)
+    if send_many is None:
+        return [_send(channel, message) for message in messages]
+    try:
+        return list(send_many(messages))
+    except Exception as exc:  # noqa: BLE001 - a failed batch stays pending, the ledger survives
+        log.exception("alert delivery raised %s", type(exc).__name__)
+        failed = DeliveryResult(status="failed", attempts=1, error=f"internal error: {type(exc).__name__}")
+        return [failed] * len(messages)
 
 
 def _send(channel: Channel, message: AlertMessage | Digest) -> DeliveryResult:
@@ -235,20 +309,28 @@ def _send(channel: Channel, message: AlertMessage | Digest) -> DeliveryResult:
 
 def _record(
     ledger: pd.DataFrame,
-    index: pd.Index,
+    positions: list[Any],
     results: list[DeliveryResult],
     now: dt.datetime,
     counts: dict[str, int],
     max_attempts: int,
 ) -> None:
     """A failed attempt leaves the alert pending for the next run; `failed` is final (attempts used up)."""
-    for position, result in zip(index, results, strict=True):
-        attempts = int(ledger.loc[position, "attempts"]) + result.attempts
-        ledger.loc[position, "attempts"] = attempts
-        ledger.loc[position, "last_error"] = result.error
-        if result.status == "sent":
-            ledger.loc[position, "status"] = "sent"
-            ledger.loc[position, "sent_at"] = pd.Timestamp(now)
-        else:
-            ledger.loc[position, "status"] = "failed" if attempts >= max_attempts else "pending"
-        counts[result.status] += 1
+    if not positions:
+        return
+    index = pd.Index(positions)
+    sent = np.array([result.status == "sent" for result in results], dtype=bool)
+    attempts = ledger.loc[index, "attempts"].astype(int).to_numpy() + np.array(
+        [result.attempts for result in results], dtype=np.int64
+    )
+    ledger.loc[index, "attempts"] = attempts
+    ledger.loc[index, "last_error"] = pd.Series(
+        [result.error for result in results], index=index, dtype=object
+    )
+    ledger.loc[index, "status"] = np.where(
+        sent, "sent", np.where(attempts >= max_attempts, "failed", "pending")
+    )
+    if sent.any():
+        ledger.loc[index[sent], "sent_at"] = pd.Timestamp(now)
+    counts["sent"] += int(sent.sum())
+    counts["failed"] += int((~sent).sum())

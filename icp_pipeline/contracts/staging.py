@@ -16,8 +16,14 @@ import pandas as pd
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.contracts.spec import TableContract
 from icp_pipeline.contracts.validate import StagedTable, results_frame, stage_table
-from icp_pipeline.resolve.match import build_account_index, match_feed, match_summary
-from icp_pipeline.warehouse import read_table, replace_slice, replace_table, table_exists
+from icp_pipeline.resolve.match import (
+    ACCOUNT_COLUMNS,
+    AccountIndex,
+    build_account_index,
+    match_feed,
+    match_summary,
+)
+from icp_pipeline.warehouse import read_table, replace_slice, replace_table, table_exists, to_frame
 
 RAW = "raw"
 STAGING = "staging"
@@ -56,10 +62,35 @@ def _reference_keys(con: duckdb.DuckDBPyConnection, contract: TableContract) -> 
         ref = spec.references
         if ref is None or ref.table in keys or not table_exists(con, STAGING, ref.table):
             continue
-        values = con.sql(f'select distinct "{ref.column}" from {STAGING}."{ref.table}"').df()[ref.column]
+        values = to_frame(con.sql(f'select distinct "{ref.column}" from {STAGING}."{ref.table}"'))[ref.column]
         if len(values):
             keys[ref.table] = pd.Index(values.dropna().astype("str"))
     return keys
+
+
+_index_cache: dict[tuple[object, ...], AccountIndex] = {}
+
+
+def account_index(con: duckdb.DuckDBPyConnection) -> AccountIndex:
+    """The matching index of the staged accounts, built once per content of staging.accounts.
+
+    Four feeds are matched against the same accounts in one run, and normalising a million names
+    and domains takes seconds; the index depends only on (account_id, name, domain), so it is
+    kept in memory under a fingerprint of those columns that DuckDB computes in milliseconds.
+    """
+    if not table_exists(con, STAGING, "accounts"):
+        return build_account_index(pd.DataFrame({"account_id": [], "name": [], "domain": []}, dtype="str"))
+    fingerprint = tuple(
+        con.execute(
+            f"select count(*), sum(hash(account_id, name, domain)::hugeint) from {STAGING}.accounts"
+        ).fetchall()[0]
+    )
+    if fingerprint not in _index_cache:
+        accounts = read_table(con, STAGING, "accounts", columns=list(ACCOUNT_COLUMNS))
+        assert accounts is not None
+        _index_cache.clear()
+        _index_cache[fingerprint] = build_account_index(accounts)
+    return _index_cache[fingerprint]
 
 
 def stage(
@@ -90,10 +121,9 @@ def stage(
         staged.results = [r for r in staged.results if not r.rule_id.endswith(".freshness")]
     summary = None
     if table in FEED_TABLES:
-        accounts = read_table(con, STAGING, "accounts")
-        if accounts is None:
-            accounts = pd.DataFrame({"account_id": [], "name": [], "domain": []}, dtype="str")
-        staged.frame = match_feed(staged.frame, build_account_index(accounts))
+        domain = contract.columns.get("domain")
+        normalized = domain is not None and domain.normalize == "domain"
+        staged.frame = match_feed(staged.frame, account_index(con), domains_normalized=normalized)
         summary = match_summary(staged.frame)
     outcome = StagingOutcome(staged, raw_present, summary)
     replace_slice(con, ICP, QUARANTINE, staged.quarantine, {"table": table})

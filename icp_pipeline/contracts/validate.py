@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from icp_pipeline.contracts.spec import ColumnSpec, RowRule, Severity, TableContract
+from icp_pipeline.frames import isin
 from icp_pipeline.ingest.files import LINEAGE_COLUMNS, MALFORMED_ROW, RAW_KEY, ROW_HASH
 from icp_pipeline.resolve.normalize import normalize_domain
 
@@ -182,7 +183,7 @@ def type_columns(
     reference_keys: dict[str, pd.Index] | None = None,
 ) -> pd.DataFrame:
     """Typed contract columns plus the evidence columns the compiled rules check."""
-    frame = raw.copy()
+    frame = raw.copy(deep=False)  # copy-on-write: new columns never touch the caller's frame
     references = reference_keys or {}
     for column, spec in contract.columns.items():
         if column not in frame.columns:
@@ -205,7 +206,7 @@ def type_columns(
         if spec.references:
             keys = references.get(spec.references.table)
             if keys is not None:
-                frame[UNKNOWN_REF + column] = typed.where(typed.notna() & ~typed.isin(keys))
+                frame[UNKNOWN_REF + column] = typed.where(typed.notna() & ~isin(typed, keys))
             else:
                 frame[UNKNOWN_REF + column] = pd.Series(pd.NA, index=frame.index, dtype="str")
     return frame
@@ -232,7 +233,7 @@ def run_expectations(frame: pd.DataFrame, rules: Sequence[RowRuleSpec], name: st
             name=f"{name}_contract", data=batch.add_batch_definition_whole_dataframe("all_rows"), suite=suite
         )
     )
-    positional = frame.reset_index(drop=True)
+    positional = _checked_columns(frame, rules)
     outcome = validation.run(
         batch_parameters={"dataframe": positional}, result_format={"result_format": "COMPLETE"}
     )
@@ -243,6 +244,32 @@ def run_expectations(frame: pd.DataFrame, rules: Sequence[RowRuleSpec], name: st
             raise RuntimeError(f"{name}: rule {rule_id} could not be evaluated: {result.exception_info}")
         failing[rule_id] = np.asarray(result.result.get("unexpected_index_list") or [], dtype=np.int64)
     return failing
+
+
+_NULL_CHECKS = (gxe.ExpectColumnValuesToBeNull, gxe.ExpectColumnValuesToNotBeNull)
+
+
+def _checked_columns(frame: pd.DataFrame, rules: Sequence[RowRuleSpec]) -> pd.DataFrame:
+    """Only the columns the rules read, on a positional index, in the cheapest form GX can judge.
+
+    GX fingerprints the batch and copies it per expectation, so every unread column and every
+    text column costs; its `between` check is vectorized only for numpy numbers (`Int64` and
+    `Float64` are compared one value at a time in Python). So: nullable numbers become float64
+    (missing stays NaN, which GX skips as before), and a column that only null checks read
+    becomes a present/missing indicator (1.0/NaN): same null positions, no strings to copy.
+    """
+    readers: dict[str, list[gxe.Expectation]] = {}
+    for rule in rules:
+        readers.setdefault(rule.expectation.column, []).append(rule.expectation)
+    checked = {}
+    for column, expectations in readers.items():
+        values = frame[column].reset_index(drop=True)
+        if all(isinstance(expectation, _NULL_CHECKS) for expectation in expectations):
+            values = pd.Series(np.where(values.notna().to_numpy(), 1.0, np.nan))
+        elif isinstance(values.dtype, pd.api.extensions.ExtensionDtype) and values.dtype.kind in "iuf":
+            values = values.astype("float64")
+        checked[column] = values
+    return pd.DataFrame(checked)
 
 
 def _row_key(frame: pd.DataFrame) -> pd.Series:
@@ -347,16 +374,18 @@ def stage_table(
     bad_positions = np.unique(errors["position"].to_numpy(dtype=np.int64))
     quarantine = _quarantine_rows(raw, keys, errors, table)
 
-    good = typed.drop(index=bad_positions)
+    # Deduplicate on the key and ordering columns only, then take the kept rows once: sorting and
+    # filtering the whole typed frame would copy every column three times.
+    good_positions = np.setdiff1d(np.arange(raw_rows), bad_positions, assume_unique=True)
     cursor = contract.cursor
     dedup_key = list(contract.primary_key)
     # A frame without lineage columns (no file delivered, or a hand-built frame) has no `_row_hash`.
-    order = [c for c in (cursor, ROW_HASH) if c and c in good.columns]
-    if order:
-        good = good.sort_values(order, ascending=False, na_position="last", kind="stable")
-    deduplicated = good.drop_duplicates(subset=dedup_key, keep="first")
-    duplicates_removed = len(good) - len(deduplicated)
-    staged = deduplicated.sort_index()
+    order = [c for c in (cursor, ROW_HASH) if c and c in typed.columns]
+    candidates = typed[list(dict.fromkeys(dedup_key + order))].iloc[good_positions]
+    kept, unique_ok = _latest_per_key(candidates, dedup_key, order)
+    duplicates_removed = len(good_positions) - len(kept)
+    output = [c for c in typed.columns if not c.startswith("__") and c != MALFORMED_ROW]
+    staged = typed[output].iloc[kept].reset_index(drop=True)
 
     share = len(bad_positions) / raw_rows if raw_rows else 0.0
     limit = contract.max_bad_share if max_bad_share is None else max_bad_share
@@ -371,7 +400,6 @@ def stage_table(
             f"{share:.1%} of rows quarantined (limit {limit:.0%})",
         )
     )
-    unique_ok = not staged.duplicated(subset=dedup_key).any()
     results.append(
         RuleResult(
             table,
@@ -385,10 +413,39 @@ def stage_table(
     )
     if contract.freshness is not None:
         results.append(_freshness(staged, contract, as_of, freshness_days))
-    frame = staged.drop(
-        columns=[c for c in staged.columns if c.startswith("__")] + [MALFORMED_ROW], errors="ignore"
+    return StagedTable(table, staged, quarantine, results, raw_rows, duplicates_removed)
+
+
+def _descending(values: pd.Series) -> np.ndarray | None:
+    """A key whose ascending order is `values` descending with missing last (None: not a plain one)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or values.dtype.kind == "M":
+        return ~values.array.asi8  # NaT is the smallest int64, so it comes out largest: last
+    if values.dtype == np.int64:
+        return ~values.to_numpy()  # bitwise not: reverses the order without overflowing
+    return None
+
+
+def _latest_per_key(candidates: pd.DataFrame, key: list[str], order: list[str]) -> tuple[np.ndarray, bool]:
+    """Row labels of the first row per key after sorting by `order` descending (missing last, ties
+    in row order), ascending; and whether the kept rows are unique on the key.
+
+    The same rows as a stable `sort_values` followed by `drop_duplicates(keep="first")`, found with
+    numpy on integer codes: sorting and hashing millions of text keys took seconds.
+    """
+    descending = [_descending(candidates[column]) for column in order]
+    if any(d is None for d in descending):
+        ordered = candidates.sort_values(order, ascending=False, na_position="last", kind="stable")
+        first = ~ordered.duplicated(subset=key, keep="first").to_numpy()
+        kept = ordered[first]
+        return np.sort(kept.index.to_numpy()), not kept.duplicated(subset=key).any()
+    position = np.lexsort(descending[::-1]) if descending else np.arange(len(candidates))
+    codes = pd.DataFrame({column: pd.factorize(candidates[column])[0] for column in key})
+    codes = codes.iloc[position].reset_index(drop=True)
+    first = ~(codes[key[0]].duplicated() if len(key) == 1 else codes.duplicated()).to_numpy()
+    unique = not (
+        codes[key[0]][first].duplicated().any() if len(key) == 1 else codes[first].duplicated().any()
     )
-    return StagedTable(table, frame.reset_index(drop=True), quarantine, results, raw_rows, duplicates_removed)
+    return np.sort(candidates.index.to_numpy()[position[first]]), bool(unique)
 
 
 def _freshness(

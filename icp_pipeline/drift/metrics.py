@@ -19,12 +19,13 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from icp_pipeline.config import DriftConfig, IcpConfig
+from icp_pipeline.frames import isin
 from icp_pipeline.profile.derive import derive_profile, trait_label
-from icp_pipeline.profile.evidence import long_traits
+from icp_pipeline.profile.evidence import account_totals, trait_value_sums
 from icp_pipeline.profile.learn import Evidence
 from icp_pipeline.profile.outcomes import opportunity_outcomes
-from icp_pipeline.profile.traits import UNKNOWN
-from icp_pipeline.scoring.score import score_accounts
+from icp_pipeline.profile.traits import UNKNOWN, AccountTraits
+from icp_pipeline.scoring.score import fit_and_tiers
 from icp_pipeline.scoring.validation import auc, holdout_validation
 
 METRIC_COLUMNS = [
@@ -124,20 +125,18 @@ def _performance(deals: pd.DataFrame) -> dict[str, float]:
 
 
 def what_moved(
-    reference: pd.DataFrame, current: pd.DataFrame, traits: pd.DataFrame, alpha: float = 0.01
+    reference: pd.DataFrame, current: pd.DataFrame, traits: AccountTraits, alpha: float = 0.01
 ) -> pd.DataFrame:
-    """Trait values whose win rate changed most between reference and current deals (two-proportion z-test)."""
-    pairs = traits[["account_id", "trait", "value"]]
-    rows = []
+    """Trait values whose win rate changed most between reference and current deals (two-proportion z-test).
+
+    Deals and wins per trait value are summed over the value's accounts (`trait_value_sums`),
+    not by joining every deal to every trait value of its account.
+    """
+    weights = {}
     for label, deals in (("reference", reference), ("current", current)):
-        joined = deals[["account_id", "won"]].reset_index(drop=True).merge(pairs, on="account_id")
-        grouped = (
-            joined.groupby(["trait", "value"], observed=True)["won"]
-            .agg(["sum", "size"])
-            .add_prefix(f"{label}_")
-        )
-        rows.append(grouped)
-    table = pd.concat(rows, axis=1).fillna(0).reset_index()
+        size, wins = account_totals(traits, deals["account_id"], deals["won"].to_numpy())
+        weights[f"{label}_sum"], weights[f"{label}_size"] = wins, size
+    table = trait_value_sums(traits, weights).drop(columns="accounts_with")
     table = table[(table["reference_size"] >= 20) & (table["current_size"] >= 20)]
     p1 = table["reference_sum"] / table["reference_size"]
     p2 = table["current_sum"] / table["current_size"]
@@ -170,9 +169,9 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
     reference_date = (pd.Timestamp(as_of) - pd.DateOffset(months=rules.reference_months)).date()
     traits_then = evidence.traits(config, reference_date)
     profile, design = derive_profile(
-        traits_then, evidence.opportunities, evidence.subscriptions, config, reference_date
+        traits_then, evidence.opportunities, evidence.subscriptions, config, reference_date, describe=False
     )
-    scores = score_accounts(profile, design, reference_date).set_index("account_id")[["fit_score", "tier"]]
+    scores = fit_and_tiers(profile, design)
     deals = opportunity_outcomes(evidence.opportunities, config.stages, as_of)
     deals = deals.join(scores, on="account_id", how="inner").reset_index(drop=True)
     created = deals["created_at"]
@@ -316,14 +315,17 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
                 flagged_frames.append(closed)
         month = nxt
     current = pd.concat(current_frames) if current_frames else deals.iloc[0:0]
-    pairs = long_traits(evidence.traits(config, as_of))
     # What moved is judged where the ICP failed: the flagged cohorts, else every cohort since the reference.
-    moved = what_moved(reference_deals, pd.concat(flagged_frames) if flagged_frames else current, pairs)
+    moved = what_moved(
+        reference_deals,
+        pd.concat(flagged_frames) if flagged_frames else current,
+        evidence.traits(config, as_of),
+    )
     reference_accounts = traits_then.accounts[
-        traits_then.accounts["account_id"].isin(reference_deals["account_id"])
+        isin(traits_then.accounts["account_id"], reference_deals["account_id"])
     ]
     current_traits = evidence.traits(config, as_of).accounts
-    current_accounts = current_traits[current_traits["account_id"].isin(current["account_id"])]
+    current_accounts = current_traits[isin(current_traits["account_id"], current["account_id"])]
     for feature in [c for c in reference_accounts.columns if c != "account_id"]:
         value = psi(reference_accounts[feature], current_accounts[feature])
         add(

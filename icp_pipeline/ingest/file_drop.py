@@ -53,14 +53,17 @@ class TableLoadStats:
     full_load: bool = True
 
 
-def _changed_keys(table_file: TableFile, warehouse: Path) -> pa.Array | None:
-    """Keys whose rows in the drop differ from raw; None when raw has no such table yet."""
+def _changed_keys(
+    table_file: TableFile, warehouse: Path, chunks: list[pa.Table] | None = None
+) -> pa.Array | None:
+    """Keys whose rows in the drop differ from raw; None when raw has no such table yet.
+
+    The file's chunks are read to find them; they are appended to `chunks` when given, so the
+    caller sends the changed rows without parsing and hashing the file a second time.
+    """
     if not warehouse.exists():
         return None
     table = table_file.contract.table
-    identities = pa.concat_tables(
-        chunk.select([RAW_KEY, ROW_HASH]) for chunk in iter_identified_chunks(table_file)
-    )
     with duckdb.connect() as con:
         con.execute("attach ? as wh (read_only)", [str(warehouse)])
         try:
@@ -73,7 +76,11 @@ def _changed_keys(table_file: TableFile, warehouse: Path) -> pa.Array | None:
                 ).fetchall()
             }
             if not {RAW_KEY, ROW_HASH} <= columns:
-                return None
+                return None  # checked before reading the file: a first load reads it once
+            read = list(iter_identified_chunks(table_file))
+            identities = pa.concat_tables(chunk.select([RAW_KEY, ROW_HASH]) for chunk in read)
+            if chunks is not None:
+                chunks.extend(read)
             con.register("drop_rows", identities)
             changed = con.sql(
                 f"""
@@ -94,13 +101,43 @@ def _changed_keys(table_file: TableFile, warehouse: Path) -> pa.Array | None:
     return changed.column(RAW_KEY).combine_chunks()
 
 
+def _drain(chunks: list[pa.Table]) -> Iterator[pa.Table]:
+    """The chunks in order, each released once handed out (a large drop is never held twice)."""
+    chunks.reverse()
+    while chunks:
+        yield chunks.pop()
+
+
+def _loaded_raw_tables(warehouse: Path) -> set[str]:
+    """The raw tables the warehouse holds already; none when there is no warehouse yet."""
+    if not warehouse.exists():
+        return set()
+    with duckdb.connect() as con:
+        con.execute("attach ? as wh (read_only)", [str(warehouse)])
+        try:
+            rows = con.execute(
+                "select table_name from duckdb_tables() where database_name = 'wh' and schema_name = ?",
+                [RAW_DATASET],
+            ).fetchall()
+        finally:
+            con.execute("detach wh")
+    return {row[0] for row in rows}
+
+
 def _table_resource(
     contract: TableContract,
     inventory: DropInventory,
     warehouse: Path,
     loaded_at: dt.datetime,
     stats: dict[str, TableLoadStats],
+    first_load: bool = False,
 ) -> DltResource:
+    """One raw table's resource; `first_load` (a file and no raw table yet) inserts without merging.
+
+    A merge copies every row through a staging table and deletes by key first; with nothing in
+    raw there is nothing to delete, so the first load of a file is a plain insert (`replace` of a
+    table that does not exist), which is what a million-row drop spends most of its load time on.
+    """
     table_file = inventory.files.get(contract.table)
 
     def rows() -> Iterator[pa.Table]:
@@ -110,10 +147,11 @@ def _table_resource(
             return
         source_file = str(table_file.path.relative_to(inventory.source_dir))
         table_stats = stats.setdefault(contract.table, TableLoadStats(file=source_file))
-        changed = _changed_keys(table_file, warehouse)
+        already_read: list[pa.Table] = []
+        changed = _changed_keys(table_file, warehouse, already_read)
         table_stats.full_load = changed is None
         table_stats.keys_changed = -1 if changed is None else len(changed)
-        for chunk in iter_identified_chunks(table_file):
+        for chunk in _drain(already_read) if already_read else iter_identified_chunks(table_file):
             table_stats.rows_in_file += chunk.num_rows
             if changed is not None:
                 chunk = chunk.filter(pc.is_in(chunk.column(RAW_KEY), value_set=changed))
@@ -125,7 +163,9 @@ def _table_resource(
         rows,
         name=contract.table,
         table_name=contract.table,
-        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+        write_disposition="replace"
+        if first_load and table_file is not None
+        else {"disposition": "merge", "strategy": "delete-insert"},
         merge_key=RAW_KEY,
         columns={
             RAW_KEY: {"data_type": "text", "nullable": False},
@@ -145,7 +185,11 @@ def file_drop_source(
     """All canonical tables of a checked drop; a missing optional file yields no rows."""
     stamp = loaded_at or dt.datetime.now(dt.UTC)
     sink = stats if stats is not None else {}
-    return [_table_resource(contract, inventory, warehouse, stamp, sink) for contract in contracts.values()]
+    loaded = _loaded_raw_tables(warehouse) if inventory.files else set()
+    return [
+        _table_resource(contract, inventory, warehouse, stamp, sink, first_load=contract.table not in loaded)
+        for contract in contracts.values()
+    ]
 
 
 def file_drop_pipeline(warehouse: Path, pipelines_dir: Path) -> dlt.Pipeline:

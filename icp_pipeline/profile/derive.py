@@ -20,13 +20,14 @@ import pandas as pd
 from scipy import stats
 
 from icp_pipeline.config import IcpConfig
+from icp_pipeline.frames import isin, positions
 from icp_pipeline.profile.evidence import EvidenceRules, long_traits, trait_evidence
 from icp_pipeline.profile.outcomes import best_customers, customer_value, opportunity_outcomes
 from icp_pipeline.profile.traits import TRAIT_LABELS, AccountTraits
 from icp_pipeline.scoring.model import (
     Design,
     PointsModel,
-    account_points,
+    account_scores,
     build_design,
     fit_logistic,
     no_signal_model,
@@ -124,12 +125,11 @@ def profile_version(payload: dict[str, Any]) -> str:
 
 
 def _group_metrics(
-    label: str, accounts: pd.Index, opportunities: pd.DataFrame, customers: pd.DataFrame, config: IcpConfig
+    label: str, accounts: int, opps: pd.DataFrame, custs: pd.DataFrame, config: IcpConfig
 ) -> dict[str, Any]:
-    opps = opportunities[opportunities["account_id"].isin(accounts)]
+    """Outcomes of one group of accounts (`opps` and `custs` are the group's deals and customers)."""
     closed = opps[opps["closed"]]
     won = closed[closed["won"]]
-    custs = customers[customers["account_id"].isin(accounts)]
     churn = float(custs["churned"].mean()) if len(custs) else np.nan
     nrr = np.nan
     if "first_arr" in custs and custs["first_arr"].notna().any():
@@ -138,7 +138,7 @@ def _group_metrics(
     avg_value = float(custs["value"].mean()) if len(custs) else np.nan
     row: dict[str, Any] = {
         "group": label,
-        "accounts": len(accounts),
+        "accounts": accounts,
         "closed_deals": len(closed),
         "win_rate": float(closed["won"].mean()) if len(closed) else np.nan,
         "avg_deal_size": float(won["amount"].mean()) if len(won) else np.nan,
@@ -154,6 +154,13 @@ def _group_metrics(
         row["ltv_to_cac"] = ltv / config.icp.cac
         row["cac_payback_months"] = config.icp.cac / max(avg_value * config.icp.gross_margin / 12, 1e-9)
     return row
+
+
+def _held_by(group: np.ndarray, account: np.ndarray) -> np.ndarray:
+    """Which rows belong to an account of the group (`account` = position in the design, -1 = none)."""
+    if not len(group):
+        return np.zeros(len(account), dtype=bool)
+    return (account >= 0) & group[np.maximum(account, 0)]
 
 
 def audit_written_icp(
@@ -186,7 +193,7 @@ def audit_written_icp(
             holders = pairs[(pairs["trait"] == criterion.trait) & pairs["value"].isin(criterion.values)][
                 "account_id"
             ]
-            has = closed["account_id"].isin(holders)
+            has = isin(closed["account_id"], holders)
             a, b = int(closed.loc[has, "won"].sum()), int((~closed.loc[has, "won"]).sum())
             c, d = int(closed.loc[~has, "won"].sum()), int((~closed.loc[~has, "won"]).sum())
             p = (
@@ -245,8 +252,13 @@ def derive_profile(
     subscriptions: pd.DataFrame | None,
     config: IcpConfig,
     as_of: dt.date,
+    describe: bool = True,
 ) -> tuple[IcpProfile, Design]:
-    """Learn evidence, model, tiers and metrics at one as-of date."""
+    """Learn evidence, model, tiers and metrics at one as-of date.
+
+    `describe=False` leaves out the fit vs non-fit metrics and the audit of the written ICP (empty
+    frames): validation and drift re-learn a profile only to score with it and read neither.
+    """
     rules = config.icp
     outcomes = opportunity_outcomes(opportunities, config.stages, as_of)
     customers = customer_value(outcomes, subscriptions, as_of)
@@ -277,21 +289,31 @@ def derive_profile(
         model = written_icp_model(design, written_criteria) if written_criteria else no_signal_model(design)
         evidence["points"] = 0
     model = _apply_point_overrides(model, rules.points)
-    scores, _ = account_points(design, model)
+    scores = account_scores(design, model)
     disqualified = disqualified_accounts(design, evidence)
     cutoffs = tier_cutoffs(
         scores[~disqualified] if (~disqualified).any() else scores, config, model.scored_by
     )
     tiers = assign_tiers(scores, disqualified, cutoffs)
-    fit = design.account_ids[np.isin(tiers, ["A", "B"])]
-    non_fit = design.account_ids[~np.isin(tiers, ["A", "B"])]
-    metrics = pd.DataFrame(
-        [
-            _group_metrics("icp_fit", fit, outcomes, customers, config),
-            _group_metrics("non_fit", non_fit, outcomes, customers, config),
-        ]
-    )
-    audit = audit_written_icp(config, evidence, traits, outcomes)
+    metrics, audit = pd.DataFrame(), pd.DataFrame()
+    if describe:
+        fit = np.isin(tiers, ["A", "B"])
+        # Each deal's and customer's account, found once; accounts outside the design are in neither group.
+        deal_account = positions(outcomes["account_id"], design.account_ids)
+        customer_account = positions(customers["account_id"], design.account_ids)
+        metrics = pd.DataFrame(
+            [
+                _group_metrics(
+                    label,
+                    int(group.sum()),
+                    outcomes[_held_by(group, deal_account)],
+                    customers[_held_by(group, customer_account)],
+                    config,
+                )
+                for label, group in (("icp_fit", fit), ("non_fit", ~fit))
+            ]
+        )
+        audit = audit_written_icp(config, evidence, traits, outcomes)
     criteria = evidence[evidence["verdict"].isin([MUST_HAVE, NICE_TO_HAVE, HARD_NO])]
     version = profile_version(
         {

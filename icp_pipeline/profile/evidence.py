@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from icp_pipeline.frames import isin, positions
 from icp_pipeline.profile.traits import SINGLE_TRAITS, TECHNOLOGY, UNKNOWN, AccountTraits
 
 
@@ -68,6 +69,88 @@ def _fisher_p_values(table: pd.DataFrame) -> np.ndarray:
     return p_values
 
 
+def trait_value_sums(traits: AccountTraits, weights: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per (trait, value) held by some account: `accounts_with` and, per named weight, its sum.
+
+    The numbers grouping `long_traits` by (trait, value) gives, counted with `np.bincount` on the
+    categorical codes of each trait column and of the technologies: no table of (account, trait,
+    value) strings is built, which at a million accounts took seconds. Each weight has one value
+    per row of `traits.accounts` (see `account_totals`). Rows come sorted by trait (categorical
+    order) and value, as the grouping sorted them; unknown single values are left out.
+    """
+    accounts = traits.accounts
+    single = [name for name in accounts.columns if name != "account_id"]
+    order = [*SINGLE_TRAITS, *sorted(set(single) - set(SINGLE_TRAITS)), TECHNOLOGY]
+    parts: list[pd.DataFrame] = []
+
+    def add(trait: str, codes: np.ndarray, values: list[str], holder_weights: dict[str, np.ndarray]) -> None:
+        columns: dict[str, object] = {
+            "value": values,
+            "accounts_with": np.bincount(codes, minlength=len(values)).astype(np.int64),
+        }
+        for name, weight in holder_weights.items():
+            columns[name] = np.bincount(codes, weights=weight, minlength=len(values))
+        part = pd.DataFrame(columns)
+        part = part[part["accounts_with"] > 0]
+        parts.append(part.sort_values("value", kind="stable").assign(trait=trait))
+
+    for trait in order:
+        if trait == TECHNOLOGY:
+            tech = traits.technologies
+            codes, uniques = pd.factorize(tech[TECHNOLOGY].astype("str"))
+            holder = positions(tech["account_id"], accounts["account_id"])
+            found = holder >= 0
+            per_pair = {
+                name: np.where(found, weight[np.maximum(holder, 0)], 0.0) for name, weight in weights.items()
+            }
+            add(TECHNOLOGY, codes, [str(v) for v in uniques], per_pair)
+        elif trait in single:
+            column = accounts[trait].astype("category")
+            values = [str(v) for v in column.cat.categories]
+            codes = column.cat.codes.to_numpy()
+            known = codes >= 0
+            keep = np.asarray([v != UNKNOWN for v in values], dtype=bool)
+            mask = known & keep[np.where(known, codes, 0)] if len(keep) else known
+            add(trait, codes[mask], values, {name: w[mask] for name, w in weights.items()})
+    table = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["value", "accounts_with", *weights])
+    )
+    table["value"] = table["value"].astype("str")
+    table.insert(0, "trait", pd.Categorical(table.pop("trait"), categories=order))
+    return table
+
+
+def account_totals(
+    traits: AccountTraits, account_ids: pd.Series, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `traits.accounts`: how many rows name it, and the sum of their `values`."""
+    found = positions(account_ids, traits.accounts["account_id"])
+    named = found >= 0
+    size = len(traits.accounts)
+    counts = np.bincount(found[named], minlength=size).astype(np.float64)
+    sums = np.bincount(found[named], weights=np.asarray(values, dtype=np.float64)[named], minlength=size)
+    return counts, sums
+
+
+def _trait_value_counts(
+    traits: AccountTraits, closed: pd.DataFrame, best: pd.Index, top_customers: pd.Index
+) -> pd.DataFrame:
+    """Per (trait, value): accounts, best and top customers, closed and won deals of its holders."""
+    ids = traits.accounts["account_id"]
+    deals, wins = account_totals(traits, closed["account_id"], closed["won"].to_numpy())
+    return trait_value_sums(
+        traits,
+        {
+            "best_with": isin(ids, best).astype(np.float64),
+            "top_with": isin(ids, top_customers).astype(np.float64),
+            "closed_with": deals,
+            "won_with": wins,
+        },
+    )
+
+
 def trait_evidence(
     traits: AccountTraits,
     opportunities: pd.DataFrame,
@@ -77,26 +160,10 @@ def trait_evidence(
 ) -> pd.DataFrame:
     """One row per trait value with support, lift, win rates, p and q values and a verdict hint."""
     rules = rules or EvidenceRules()
-    pairs = long_traits(traits)
     n_accounts = len(traits.accounts)
     closed = opportunities[opportunities["closed"]]
     total_closed, total_won = len(closed), int(closed["won"].sum())
-
-    per_account = closed.groupby("account_id", observed=True).agg(closed=("won", "size"), won=("won", "sum"))
-    joined = pairs.join(per_account, on="account_id")
-    joined["is_best"] = joined["account_id"].isin(best)
-    joined["is_top"] = joined["account_id"].isin(top_customers)
-    table = (
-        joined.groupby(["trait", "value"], observed=True, sort=True)
-        .agg(
-            accounts_with=("account_id", "size"),
-            best_with=("is_best", "sum"),
-            top_with=("is_top", "sum"),
-            closed_with=("closed", "sum"),
-            won_with=("won", "sum"),
-        )
-        .reset_index()
-    )
+    table = _trait_value_counts(traits, closed, best, top_customers)
     for column in ("closed_with", "won_with", "best_with", "top_with"):
         table[column] = table[column].fillna(0).astype(np.int64)
     table["lost_with"] = table["closed_with"] - table["won_with"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import pandas as pd
@@ -11,7 +11,7 @@ import pandas as pd
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.contracts.staging import STAGING
 from icp_pipeline.errors import IcpInputError
-from icp_pipeline.profile.traits import AccountTraits, build_traits
+from icp_pipeline.profile.traits import AccountTraits, TraitInputs
 from icp_pipeline.warehouse import read_table
 
 
@@ -24,11 +24,25 @@ class Evidence:
     subscriptions: pd.DataFrame | None
     firmographics: pd.DataFrame | None
     funding_rounds: pd.DataFrame | None
+    _traits: dict[tuple[dt.date, tuple[str, ...]], AccountTraits] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _inputs: dict[tuple[str, ...], TraitInputs] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def traits(self, config: IcpConfig, as_of: dt.date) -> AccountTraits:
-        return build_traits(
-            self.accounts, as_of, self.firmographics, self.funding_rounds, config.icp.custom_columns
-        )
+        """Traits as known at the as-of date, built once per date (drift asks twice for the same one)
+        from inputs prepared once (validation and drift ask for several dates)."""
+        custom = tuple(config.icp.custom_columns)
+        if custom not in self._inputs:
+            self._inputs[custom] = TraitInputs.prepare(
+                self.accounts, self.firmographics, self.funding_rounds, custom
+            )
+        key = (as_of, custom)
+        if key not in self._traits:
+            self._traits[key] = self._inputs[custom].traits(as_of)
+        return self._traits[key]
 
 
 def _optional(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame | None:

@@ -14,32 +14,51 @@ import pandas as pd
 from icp_pipeline.config import StageMapping
 
 WON, LOST, OPEN = "won", "lost", "open"
+OUTCOMES = (LOST, OPEN, WON)  # alphabetical, as categories sort them
+LOST_CODE, OPEN_CODE, WON_CODE = 0, 1, 2
 
 
 def _end_of(as_of: dt.date) -> pd.Timestamp:
     return pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
 
 
+def _outcome_codes(stage: pd.Series, mapping: StageMapping) -> np.ndarray:
+    """Per row 0 (lost), 1 (open) or 2 (won), the alphabetical order of the outcome names.
+
+    Stage names are folded and classified once per distinct name, not once per deal.
+    """
+    codes, names = pd.factorize(stage.astype("str"))
+    won = {s.lower() for s in mapping.won}
+    lost = {s.lower() for s in mapping.lost}
+    folded = [str(name).strip().lower() for name in names]
+    per_name = np.array([2 if f in won else 0 if f in lost else 1 for f in folded] + [1], dtype=np.int8)
+    return per_name[codes]  # code -1 (a missing stage) takes the trailing "open"
+
+
+def _categorical(codes: np.ndarray, index: pd.Index) -> pd.Series:
+    """The outcome codes as a categorical of the names present, as `astype("category")` would make it."""
+    present = np.unique(codes)
+    remap = np.full(3, -1, dtype=np.int8)
+    remap[present] = np.arange(len(present))
+    names = [OUTCOMES[code] for code in present]
+    return pd.Series(pd.Categorical.from_codes(remap[codes], categories=names), index=index)
+
+
 def classify_stages(stage: pd.Series, mapping: StageMapping) -> pd.Series:
     """won / lost / open from the CRM's own stage names (case-insensitive)."""
-    folded = stage.astype("str").str.strip().str.lower()
-    outcome = np.where(
-        folded.isin([s.lower() for s in mapping.won]),
-        WON,
-        np.where(folded.isin([s.lower() for s in mapping.lost]), LOST, OPEN),
-    )
-    return pd.Series(outcome, index=stage.index, dtype="category")
+    return _categorical(_outcome_codes(stage, mapping), stage.index)
 
 
 def opportunity_outcomes(opportunities: pd.DataFrame, mapping: StageMapping, as_of: dt.date) -> pd.DataFrame:
     """Opportunities created by the as-of date, with `outcome` as known then and cycle days."""
     end = _end_of(as_of)
-    created = opportunities[opportunities["created_at"] < end].copy()
-    outcome = classify_stages(created["stage"], mapping).astype("str")
-    closed_by_then = created["closed_at"].notna() & (created["closed_at"] < end)
-    created["outcome"] = pd.Categorical(np.where(closed_by_then & (outcome != OPEN), outcome, OPEN))
-    created["won"] = created["outcome"] == WON
-    created["closed"] = created["outcome"] != OPEN
+    created = opportunities[opportunities["created_at"] < end]  # a new frame: adding columns is safe
+    outcome = _outcome_codes(created["stage"], mapping)
+    closed_by_then = (created["closed_at"].notna() & (created["closed_at"] < end)).to_numpy()
+    known = np.where(closed_by_then & (outcome != OPEN_CODE), outcome, OPEN_CODE)
+    created["outcome"] = _categorical(known, created.index).array
+    created["won"] = known == WON_CODE
+    created["closed"] = known != OPEN_CODE
     created["cycle_days"] = ((created["closed_at"] - created["created_at"]).dt.days).where(created["closed"])
     return created
 

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from icp_pipeline.bands import company_age_band, employee_band, revenue_band
+from icp_pipeline.frames import positions
 
 UNKNOWN = "unknown"
 SINGLE_TRAITS: tuple[str, ...] = (
@@ -61,34 +64,228 @@ class AccountTraits:
         return [name for name in SINGLE_TRAITS if name in self.accounts] + [TECHNOLOGY]
 
 
+ACCOUNT_COLUMNS: tuple[str, ...] = ("account_id", "industry", "employee_count", "annual_revenue", "country")
+FIRMOGRAPHIC_COLUMNS: tuple[str, ...] = (
+    "account_id",
+    "observed_at",
+    "industry",
+    "employee_count",
+    "annual_revenue",
+    "country",
+    "founded_year",
+    "tech_stack",
+)
+
+
 def _end_of(as_of: dt.date) -> pd.Timestamp:
     return pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
 
 
 def latest_observation(firmographics: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
-    """Each matched account's most recent firmographic observation made by the as-of date."""
+    """Each matched account's most recent firmographic observation made by the as-of date.
+
+    Ties on `observed_at` go to the row delivered last (as a stable sort would order them).
+    """
     known = firmographics[
         firmographics["account_id"].notna() & (firmographics["observed_at"] < _end_of(as_of))
     ]
-    ordered = known.sort_values(["account_id", "observed_at"], kind="stable")
-    return ordered.drop_duplicates("account_id", keep="last").set_index("account_id")
+    codes, _ = pd.factorize(known["account_id"])
+    latest = _last_per_group(codes, known["observed_at"].array.asi8, np.arange(len(known)))
+    return known.iloc[np.sort(latest[latest >= 0])].set_index("account_id")
 
 
-def _funding_stage(rounds: pd.DataFrame, as_of: dt.date) -> pd.Series:
-    """The most advanced round type an account had announced by the as-of date."""
-    known = rounds[rounds["account_id"].notna() & (rounds["announced_at"] < _end_of(as_of))]
-    if known.empty:
-        return pd.Series(dtype="str")
-    stage = known["round_type"].astype("str").str.strip()
+def _last_per_group(group: np.ndarray, order_by: np.ndarray, rows: np.ndarray, groups: int = 0) -> np.ndarray:
+    """Per group number (0..groups-1): the row (from `rows`) that sorts last by `order_by`, ties
+    going to the later row, as a stable sort would leave them; -1 for a group without rows.
+
+    A numpy lexsort on integer group numbers: sorting a million account ids as text took seconds.
+    """
+    size = max(groups, int(group.max()) + 1 if len(group) else 0)
+    latest = np.full(size, -1, dtype=np.int64)
+    if len(group):
+        ordered = np.lexsort((order_by, group))
+        ordered_group = group[ordered]
+        last = np.append(ordered_group[1:] != ordered_group[:-1], True)
+        latest[ordered_group[last]] = rows[ordered[last]]
+    return latest
+
+
+def _rows_or_missing(frame: pd.DataFrame, picked: np.ndarray, index: pd.Index) -> pd.DataFrame:
+    """Rows `picked` of `frame` on `index` (-1: a row of missing values), like a reindex would give."""
+    hit = picked >= 0
+    taken = frame.iloc[np.where(hit, picked, 0)] if len(frame) else frame.reindex(range(len(picked)))
+    columns = {}
+    for name in frame.columns:
+        values = taken[name].reset_index(drop=True)
+        columns[name] = values if hit.all() else values.where(hit)
+    return pd.DataFrame(columns).set_axis(index) if columns else pd.DataFrame(index=index)
+
+
+def _funding_stages(rounds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each round's stage name ("Series E+" for E and later) and its rank in FUNDING_STAGE_ORDER (-1)."""
+    stage = rounds["round_type"].astype("str").str.strip()
     stage = stage.where(~stage.str.match(r"(?i)^series [e-z]"), "Series E+")
     rank = stage.map({name: i for i, name in enumerate(FUNDING_STAGE_ORDER)}).fillna(-1)
-    ordered = known.assign(stage=stage, rank=rank).sort_values(["account_id", "rank"], kind="stable")
-    return ordered.drop_duplicates("account_id", keep="last").set_index("account_id")["stage"]
+    return stage.to_numpy(), rank.to_numpy(dtype=np.float64)
 
 
 def _categorical(values: pd.Series) -> pd.Series:
+    """Trimmed text as a categorical, missing and empty values as "unknown"."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return _categorical_of_categories(values)
     text = values.astype("str").str.strip()
     return text.where(text.notna() & (text != ""), UNKNOWN).astype("category")
+
+
+def _categorical_of_categories(values: pd.Series) -> pd.Series:
+    """`_categorical` of a categorical (the bands): cleaned once per category, not once per row.
+
+    Gives what converting to text first gives: categories are the sorted labels present.
+    """
+    labels = pd.Series(values.cat.categories.astype("str")).str.strip()
+    labels = labels.where(labels.notna() & (labels != ""), UNKNOWN).tolist() + [UNKNOWN]
+    codes = values.cat.codes.to_numpy()  # -1 (missing) takes the trailing "unknown"
+    used = np.unique(codes)
+    present = sorted({labels[code] for code in used})
+    position = {label: i for i, label in enumerate(present)}
+    remap = np.array([position.get(label, -1) for label in labels], dtype=np.int64)
+    categorical = pd.Categorical.from_codes(remap[codes], categories=pd.Index(present, dtype="str"))
+    return pd.Series(categorical, index=values.index, name=values.name)
+
+
+def _technology_pairs(stacks: pd.Series) -> pd.DataFrame:
+    """(account_id, technology) for each ";"-separated item of each account's tech stack.
+
+    Split with arrow kernels (`split_pattern`, `list_flatten`): pandas' `.str.split` builds a
+    Python list per row. Items are trimmed; empty items and repeats within an account are dropped.
+    """
+    if not len(stacks):
+        return pd.DataFrame({"account_id": pd.Series(dtype="str"), TECHNOLOGY: pd.Series(dtype="str")})
+    text = pa.array(stacks.astype("str").array)
+    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    parts = pc.split_pattern(text, ";")
+    items = pc.utf8_trim_whitespace(pc.list_flatten(parts))
+    owners = pc.list_parent_indices(parts).to_numpy()
+    account_ids = pa.array(stacks.index.astype("str").array)
+    account_ids = account_ids.combine_chunks() if isinstance(account_ids, pa.ChunkedArray) else account_ids
+    pairs = pd.DataFrame(
+        {
+            "account_id": pd.Series(pd.array(account_ids.take(owners), dtype="str"), copy=False),
+            TECHNOLOGY: pd.Series(pd.array(items, dtype="str"), copy=False),
+        }
+    )
+    kept = (pairs[TECHNOLOGY].notna() & (pairs[TECHNOLOGY] != "")).to_numpy().copy()
+    # One row per (account, technology): stacks has one row per account, so its row number and
+    # the technology's code identify a pair without hashing the account id text.
+    tech_codes, uniques = pd.factorize(pairs[TECHNOLOGY])
+    pair_codes = owners.astype(np.int64) * (len(uniques) + 1) + tech_codes
+    kept &= ~pd.Series(pair_codes).duplicated().to_numpy()
+    return pairs[kept].reset_index(drop=True)
+
+
+@dataclass
+class TraitInputs:
+    """The staged frames traits are made of, prepared once for traits at several as-of dates.
+
+    Feed rows keep only the columns traits read and carry the position of their account among
+    the accounts, so each as-of date's latest observation and most advanced funding round are
+    found with integer sorts and takes instead of text joins (validation and drift build traits
+    at four dates a night).
+    """
+
+    accounts: pd.DataFrame
+    custom_columns: tuple[str, ...]
+    firmographics: pd.DataFrame | None = None
+    firmographic_account: np.ndarray | None = None
+    funding: pd.DataFrame | None = None
+    funding_account: np.ndarray | None = None
+    funding_stage: np.ndarray | None = None
+    funding_rank: np.ndarray | None = None
+
+    @classmethod
+    def prepare(
+        cls,
+        accounts: pd.DataFrame,
+        firmographics: pd.DataFrame | None = None,
+        funding_rounds: pd.DataFrame | None = None,
+        custom_columns: tuple[str, ...] = (),
+    ) -> TraitInputs:
+        columns = [
+            *ACCOUNT_COLUMNS,
+            *(c for c in custom_columns if c in accounts and c not in ACCOUNT_COLUMNS),
+        ]
+        created = (
+            accounts["created_at"] if "created_at" in accounts else pd.Series(pd.NaT, index=accounts.index)
+        )
+        own = accounts[columns].assign(created_at=created).reset_index(drop=True)
+        inputs = cls(own, tuple(custom_columns))
+        if firmographics is not None and len(firmographics):
+            feed = firmographics[list(FIRMOGRAPHIC_COLUMNS)]
+            account = positions(feed["account_id"], own["account_id"])
+            kept = account >= 0  # rows of accounts outside the CRM never reach an account's traits
+            inputs.firmographics = feed[kept].drop(columns="account_id").reset_index(drop=True)
+            inputs.firmographic_account = account[kept]
+        if funding_rounds is not None and len(funding_rounds):
+            rounds = funding_rounds[["account_id", "round_type", "announced_at"]]
+            account = positions(rounds["account_id"], own["account_id"])
+            kept = account >= 0
+            inputs.funding = rounds[kept].reset_index(drop=True)
+            inputs.funding_account = account[kept]
+            inputs.funding_stage, inputs.funding_rank = _funding_stages(inputs.funding)
+        return inputs
+
+    def traits(self, as_of: dt.date) -> AccountTraits:
+        """Traits of every account that existed at the as-of date."""
+        end = _end_of(as_of)
+        created = self.accounts["created_at"]
+        current_rows = np.flatnonzero((created.isna() | (created < end)).to_numpy())
+        current = self.accounts.iloc[current_rows].drop(columns="created_at").set_index("account_id")
+        sources = {"crm": "accounts"}
+        frame = pd.DataFrame(index=current.index)
+        industry, employees, revenue, country = (
+            current["industry"],
+            current["employee_count"].astype("Float64"),
+            current["annual_revenue"].astype("Float64"),
+            current["country"],
+        )
+        founded = pd.Series(np.nan, index=current.index, dtype="Float64")
+        stacks = pd.Series(dtype="str")
+        if self.firmographics is not None and self.firmographic_account is not None:
+            feed, account = self.firmographics, self.firmographic_account
+            known = np.flatnonzero((feed["observed_at"] < end).to_numpy())
+            latest = _last_per_group(
+                account[known], feed["observed_at"].array.asi8[known], known, len(self.accounts)
+            )
+            observed = _rows_or_missing(feed, latest[current_rows], current.index)
+            industry = industry.fillna(observed["industry"])
+            employees = employees.fillna(observed["employee_count"].astype("Float64"))
+            revenue = revenue.fillna(observed["annual_revenue"].astype("Float64"))
+            country = country.fillna(observed["country"])
+            founded = observed["founded_year"].astype("Float64")
+            stacks = observed["tech_stack"].dropna()
+            sources["firmographics"] = "latest observation by as-of date"
+        frame["industry"] = _categorical(industry)
+        frame["employee_band"] = _categorical(employee_band(employees))
+        frame["revenue_band"] = _categorical(revenue_band(revenue))
+        frame["country"] = _categorical(country.astype("str").str.upper())
+        frame["company_age_band"] = _categorical(company_age_band(as_of.year - founded))
+        stage = pd.Series(UNKNOWN, index=current.index, dtype="str")
+        if self.funding is not None and self.funding_account is not None:
+            assert self.funding_stage is not None and self.funding_rank is not None
+            known = np.flatnonzero((self.funding["announced_at"] < end).to_numpy())
+            latest = _last_per_group(
+                self.funding_account[known], self.funding_rank[known], known, len(self.accounts)
+            )
+            stages = pd.DataFrame({"stage": pd.Series(self.funding_stage, dtype="str")})
+            stage = _rows_or_missing(stages, latest[current_rows], current.index)["stage"]
+            sources["funding_rounds"] = "most advanced round by as-of date"
+        frame["funding_stage"] = _categorical(stage)
+        for column in self.custom_columns:
+            if column in current:
+                frame[column] = _categorical(current[column])
+        technologies = _technology_pairs(stacks)
+        frame.index.name = "account_id"
+        return AccountTraits(accounts=frame.reset_index(), technologies=technologies, sources=sources)
 
 
 def build_traits(
@@ -99,46 +296,4 @@ def build_traits(
     custom_columns: tuple[str, ...] = (),
 ) -> AccountTraits:
     """Traits of every account that existed at the as-of date."""
-    created = accounts["created_at"] if "created_at" in accounts else pd.Series(pd.NaT, index=accounts.index)
-    current = accounts[created.isna() | (created < _end_of(as_of))].set_index("account_id")
-    sources = {"crm": "accounts"}
-    frame = pd.DataFrame(index=current.index)
-    industry, employees, revenue, country = (
-        current["industry"],
-        current["employee_count"].astype("Float64"),
-        current["annual_revenue"].astype("Float64"),
-        current["country"],
-    )
-    founded = pd.Series(np.nan, index=current.index, dtype="Float64")
-    stacks = pd.Series(dtype="str")
-    if firmographics is not None and len(firmographics):
-        observed = latest_observation(firmographics, as_of).reindex(current.index)
-        industry = industry.fillna(observed["industry"])
-        employees = employees.fillna(observed["employee_count"].astype("Float64"))
-        revenue = revenue.fillna(observed["annual_revenue"].astype("Float64"))
-        country = country.fillna(observed["country"])
-        founded = observed["founded_year"].astype("Float64")
-        stacks = observed["tech_stack"].dropna()
-        sources["firmographics"] = "latest observation by as-of date"
-    frame["industry"] = _categorical(industry)
-    frame["employee_band"] = _categorical(employee_band(employees).astype("str"))
-    frame["revenue_band"] = _categorical(revenue_band(revenue).astype("str"))
-    frame["country"] = _categorical(country.astype("str").str.upper())
-    frame["company_age_band"] = _categorical(company_age_band(as_of.year - founded).astype("str"))
-    stage = pd.Series(UNKNOWN, index=current.index, dtype="str")
-    if funding_rounds is not None and len(funding_rounds):
-        stage = _funding_stage(funding_rounds, as_of).reindex(current.index)
-        sources["funding_rounds"] = "most advanced round by as-of date"
-    frame["funding_stage"] = _categorical(stage)
-    for column in custom_columns:
-        if column in current:
-            frame[column] = _categorical(current[column])
-    technologies = (
-        stacks.astype("str").str.split(";").explode().str.strip().rename(TECHNOLOGY).reset_index()
-        if len(stacks)
-        else pd.DataFrame({"account_id": pd.Series(dtype="str"), TECHNOLOGY: pd.Series(dtype="str")})
-    )
-    technologies = technologies[technologies[TECHNOLOGY].notna() & (technologies[TECHNOLOGY] != "")]
-    technologies = technologies.drop_duplicates(ignore_index=True)
-    frame.index.name = "account_id"
-    return AccountTraits(accounts=frame.reset_index(), technologies=technologies, sources=sources)
+    return TraitInputs.prepare(accounts, firmographics, funding_rounds, custom_columns).traits(as_of)

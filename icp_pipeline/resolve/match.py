@@ -144,6 +144,7 @@ def match_feed(
     index: AccountIndex,
     domain_col: str | None = "domain",
     name_col: str | None = "company_name",
+    domains_normalized: bool = False,
 ) -> pd.DataFrame:
     """Attach ``account_id`` to every feed row that identifies a CRM account.
 
@@ -157,9 +158,17 @@ def match_feed(
     Pass ``domain_col=None`` or ``name_col=None`` for feeds that only carry one of the
     two (e.g. job postings with a company name only); a named column that does not
     exist raises ``KeyError`` instead of silently matching nothing.
+
+    ``domains_normalized=True`` says ``domain_col`` already holds :func:`normalize_domain`
+    output (staging types it so): only values starting with ``www.`` are normalised again,
+    the one case where normalising twice differs from once; the rest are used as they are.
     """
     n = len(feed)
-    norm_domain = _normalized(feed, domain_col, normalize_domain)
+    norm_domain = (
+        _renormalized(feed, domain_col)
+        if domains_normalized
+        else _normalized(feed, domain_col, normalize_domain)
+    )
     norm_name = _normalized(feed, name_col, normalize_name)
 
     by_domain = index.by_domain
@@ -186,7 +195,7 @@ def match_feed(
         method[ambiguous] = _CODE[MatchMethod.AMBIGUOUS_NAME]
 
     candidates = pd.concat([by_domain, by_name_id], ignore_index=True).array
-    out = feed.copy()
+    out = feed.copy(deep=False)  # copy-on-write: the caller's frame is never modified
     out["norm_domain"] = norm_domain.array
     out["norm_name"] = norm_name.array
     out["account_id"] = candidates.take(pos, allow_fill=True)
@@ -200,10 +209,15 @@ def match_summary(matched: pd.DataFrame) -> pd.DataFrame:
     Returns columns ``match_method``, ``rows``, ``share`` in :data:`MATCH_METHODS`
     order; ``share`` is 0.0 for an empty feed rather than NaN.
     """
+    methods = matched["match_method"]
+    # Counted on the categorical's codes when it is one (as match_feed makes it), not on text.
     counts = (
-        matched["match_method"]
-        .astype(STR_DTYPE)
-        .value_counts()
+        (
+            methods.value_counts()
+            if isinstance(methods.dtype, pd.CategoricalDtype)
+            else methods.astype(STR_DTYPE).value_counts()
+        )
+        .rename(index=str)
         .reindex([str(m) for m in MATCH_METHODS], fill_value=0)
         .astype(np.int64)
     )
@@ -228,6 +242,19 @@ def _normalized(feed: pd.DataFrame, col: str | None, func: Callable[[pd.Series],
     if col not in feed.columns:
         raise KeyError(f"feed has no column {col!r}; pass None to skip it")
     return func(pd.Series(feed[col].array, copy=False))
+
+
+def _renormalized(feed: pd.DataFrame, col: str | None) -> pd.Series:
+    """``normalize_domain`` of already normalised domains: equal to them except after a "www." prefix."""
+    if col is None or col not in feed.columns:
+        return _normalized(feed, col, normalize_domain)
+    values = pd.Series(feed[col].astype(STR_DTYPE).array, copy=False)
+    again = values.str.startswith("www.").fillna(False).to_numpy(dtype=bool)
+    if not again.any():
+        return values
+    values = values.copy()
+    values[again] = normalize_domain(values[again]).array
+    return values
 
 
 def _lookup(keys: pd.Series, table: pd.Index) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, sparse
 
+from icp_pipeline.frames import isin, positions
 from icp_pipeline.profile.traits import TECHNOLOGY, UNKNOWN, AccountTraits
 
 MAX_POINTS_PER_LOGIT = 20.0
@@ -50,33 +51,39 @@ class PointsModel:
 
 
 def build_design(traits: AccountTraits, min_tech_accounts: int = 1) -> Design:
-    """One-hot columns for every level of every single-valued trait (unknown included) and each technology."""
+    """One-hot columns for every level of every single-valued trait (unknown included) and each technology.
+
+    Built as one CSR matrix from integer codes: each single-valued trait puts exactly one entry
+    in every row, technologies are found with an arrow hash join; no text index lookups.
+    """
     frame = traits.accounts
     ids = pd.Index(frame["account_id"].astype("str"))
-    blocks, names = [], []
+    n = len(frame)
+    rows_of: list[np.ndarray] = []
+    cols_of: list[np.ndarray] = []
+    names: list[tuple[str, str, str]] = []
     for trait in [c for c in frame.columns if c != "account_id"]:
         codes = frame[trait].astype("category")
         categories = list(codes.cat.categories)
-        rows = np.arange(len(frame))
-        block = sparse.csr_matrix(
-            (np.ones(len(frame)), (rows, codes.cat.codes.to_numpy())), shape=(len(frame), len(categories))
-        )
-        blocks.append(block)
+        rows_of.append(np.arange(n, dtype=np.int64))
+        cols_of.append(codes.cat.codes.to_numpy().astype(np.int64) + len(names))
         names += [(trait, str(value), trait) for value in categories]
     tech = traits.technologies
     counts = tech[TECHNOLOGY].value_counts()
     kept = sorted(counts[counts >= min_tech_accounts].index)
     if kept:
-        tech = tech[tech[TECHNOLOGY].isin(kept)]
-        rows = ids.get_indexer(tech["account_id"].astype("str"))
-        cols = pd.Index(kept).get_indexer(tech[TECHNOLOGY])
+        tech = tech[isin(tech[TECHNOLOGY], pd.Index(kept, dtype="str"))]
+        rows = positions(tech["account_id"].astype("str"), ids)
+        cols = positions(tech[TECHNOLOGY], pd.Index(kept, dtype="str"))
         valid = rows >= 0
-        block = sparse.csr_matrix(
-            (np.ones(valid.sum()), (rows[valid], cols[valid])), shape=(len(frame), len(kept))
-        )
-        blocks.append(block)
+        rows_of.append(rows[valid])
+        cols_of.append(cols[valid] + len(names))
         names += [(TECHNOLOGY, value, TECHNOLOGY) for value in kept]
-    matrix = sparse.hstack(blocks, format="csr") if blocks else sparse.csr_matrix((len(frame), 0))
+    if rows_of:
+        rows, cols = np.concatenate(rows_of), np.concatenate(cols_of)
+        matrix = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, len(names)))
+    else:
+        matrix = sparse.csr_matrix((n, 0))
     return Design(matrix, pd.DataFrame(names, columns=["trait", "value", "group"]), ids)
 
 
@@ -132,13 +139,23 @@ def points_from_coefficients(intercept: float, coefficients: np.ndarray, design:
     return PointsModel(base=base, points=table, scored_by="learned", intercept=intercept, scale=scale)
 
 
-def account_points(design: Design, model: PointsModel) -> tuple[np.ndarray, pd.DataFrame]:
-    """Each account's score and its (account_id, trait, value, points) items with non-zero points."""
+def feature_points(design: Design, model: PointsModel) -> np.ndarray:
+    """The model's points for each column of the design (0 where the model has none)."""
     lookup = model.lookup()
-    vector = np.array(
+    return np.array(
         [lookup.get((t, v), 0) for t, v in design.features[["trait", "value"]].itertuples(index=False)],
         dtype=np.int64,
     )
+
+
+def account_scores(design: Design, model: PointsModel) -> np.ndarray:
+    """Each account's score: base + the sum of its points (a sparse matrix-vector product)."""
+    return np.asarray(model.base + design.matrix @ feature_points(design, model)).astype(np.int64)
+
+
+def account_points(design: Design, model: PointsModel) -> tuple[np.ndarray, pd.DataFrame]:
+    """Each account's score and its (account_id, trait, value, points) items with non-zero points."""
+    vector = feature_points(design, model)
     scores = model.base + design.matrix @ vector
     coo = design.matrix.tocoo()
     item_points = vector[coo.col]

@@ -1,7 +1,9 @@
 """Score every account: fit 0-100, tier, hard-no, and the reasons in words with their points.
 
-Scores are a sparse matrix-vector product; the reason strings are assembled in DuckDB
-(string_agg over the long table of non-zero points), so a million accounts take seconds.
+Scores are a sparse matrix-vector product. The reason texts are built in DuckDB from the
+matrix's non-zero entries (account position, feature, points) joined to one label per feature,
+so no per-account Python runs and no string is built before it is needed: a million accounts
+take seconds. Validation and drift need only the score and tier (`fit_and_tiers`).
 """
 
 from __future__ import annotations
@@ -11,21 +13,29 @@ import datetime as dt
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from icp_pipeline.profile.derive import HARD_NO, IcpProfile, assign_tiers, disqualified_accounts, trait_label
-from icp_pipeline.scoring.model import Design, account_points
+from icp_pipeline.scoring.model import Design, account_scores, feature_points
 
 TOP_REASONS = 3
 
 
-def score_accounts(profile: IcpProfile, design: Design, as_of: dt.date) -> pd.DataFrame:
-    """One row per account: the `icp.account_scores` partition of the as-of date."""
-    scores, items = account_points(design, profile.model)
+def fit_and_tiers(profile: IcpProfile, design: Design) -> pd.DataFrame:
+    """Score and tier per account, indexed by account_id: what validation and drift judge."""
+    scores = account_scores(design, profile.model)
     disqualified = disqualified_accounts(design, profile.evidence)
     tiers = assign_tiers(scores, disqualified, profile.tier_cutoffs)
-    items["label"] = _labels(items)
+    return pd.DataFrame({"fit_score": scores, "tier": tiers}, index=design.account_ids)
+
+
+def score_accounts(profile: IcpProfile, design: Design, as_of: dt.date) -> pd.DataFrame:
+    """One row per account: the `icp.account_scores` partition of the as-of date."""
+    scores = account_scores(design, profile.model)
+    disqualified = disqualified_accounts(design, profile.evidence)
+    tiers = assign_tiers(scores, disqualified, profile.tier_cutoffs)
     hard = profile.evidence[profile.evidence["verdict"] == HARD_NO]
-    hard_reasons = _hard_no_reasons(design, hard)
     frame = pd.DataFrame(
         {
             "account_id": design.account_ids.to_numpy(),
@@ -33,72 +43,115 @@ def score_accounts(profile: IcpProfile, design: Design, as_of: dt.date) -> pd.Da
             "fit_score": scores.astype(np.int64),
             "tier": tiers,
             "disqualified": disqualified,
-            "disqualified_reason": hard_reasons.reindex(design.account_ids).to_numpy(),
+            "disqualified_reason": _hard_no_reasons(design, hard),
             "base_points": profile.model.base,
             "profile_version": profile.version,
             "scored_by": profile.model.scored_by,
         }
     )
-    reasons = _reason_texts(items)
-    frame = frame.merge(reasons, on="account_id", how="left")
-    frame["reasons"] = frame["reasons"].fillna("[]")
-    for column in ("top_positive", "top_negative"):
-        frame[column] = frame[column].fillna("")
+    reasons = _reason_texts(design, feature_points(design, profile.model))
+    for column in ("reasons", "top_positive", "top_negative"):
+        frame[column] = reasons[column]  # both on the design's row order (a RangeIndex)
     return frame
 
 
-def _labels(items: pd.DataFrame) -> pd.Series:
-    """Trait labels computed once per distinct (trait, value), then mapped."""
-    distinct = items[["trait", "value"]].drop_duplicates()
-    distinct["label"] = [trait_label(t, v) for t, v in distinct.itertuples(index=False)]
-    return items.merge(distinct, on=["trait", "value"], how="left")["label"].to_numpy()
-
-
-def _hard_no_reasons(design: Design, hard: pd.DataFrame) -> pd.Series:
+def _hard_no_reasons(design: Design, hard: pd.DataFrame) -> np.ndarray:
+    """Per account (design order): its hard-no traits in words, "; "-joined, or NaN when it has none."""
+    reasons = np.full(len(design.account_ids), np.nan, dtype=object)
     if hard.empty:
-        return pd.Series(dtype="str")
+        return reasons
     features = design.features.reset_index().merge(hard, on=["trait", "value"])
     sub = design.matrix[:, features["index"].to_numpy()].tocoo()
-    texts = [
-        f"{trait_label(t, v)}: {r:.0%} win rate vs {b:.0%} overall (n={n})"
-        for t, v, r, b, n in features[
-            ["trait", "value", "win_rate_with", "base_win_rate", "closed_with"]
-        ].itertuples(index=False)
-    ]
-    pairs = pd.DataFrame(
+    texts = pa.array(
+        [
+            f"{trait_label(t, v)}: {r:.0%} win rate vs {b:.0%} overall (n={n})"
+            for t, v, r, b, n in features[
+                ["trait", "value", "win_rate_with", "base_win_rate", "closed_with"]
+            ].itertuples(index=False)
+        ],
+        pa.string(),
+    )
+    # In the order the matrix holds them (by row, then column), as grouping the pairs kept them.
+    joined, held = _join_per_account(
+        len(design.account_ids), sub.row, np.arange(len(sub.row)), texts.take(pa.array(sub.col)), "; "
+    )
+    reasons[held] = np.asarray(joined.to_pylist(), dtype=object)[held]
+    return reasons
+
+
+def _join_per_account(
+    accounts: int,
+    account: np.ndarray,
+    rank: np.ndarray,
+    texts: pa.Array,
+    separator: str,
+    limit: int | None = None,
+) -> tuple[pa.Array, np.ndarray]:
+    """Each account's texts in rank order (the first `limit`), joined: one arrow kernel, no Python loop.
+
+    Returns the joined text per account position ("" where it has none) and which accounts have some.
+    """
+    order = np.lexsort((rank, account))
+    grouped = account[order]
+    if limit is not None:
+        place = np.arange(len(grouped)) - np.searchsorted(grouped, grouped, side="left")
+        order, grouped = order[place < limit], grouped[place < limit]
+    counts = np.bincount(grouped, minlength=accounts)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), texts.take(pa.array(order)))
+    return pc.binary_join(lists, separator), counts > 0
+
+
+def _reason_texts(design: Design, points: np.ndarray) -> pd.DataFrame:
+    """Per account, in design order: a JSON list of every non-zero item, and the top positive and
+    negative reasons as text ("Industry = Software: +10; ..."), at most TOP_REASONS each.
+
+    A feature's points, label and JSON item are the same for every account holding it, so they are
+    rendered and ranked once per feature (in DuckDB, as the reasons were always rendered); each
+    account's items are then put in rank order with a numpy sort and joined by arrow kernels.
+    """
+    coo = design.matrix.tocoo()
+    keep = points[coo.col] != 0
+    account, feature = coo.row[keep].astype(np.int64), coo.col[keep].astype(np.int64)
+    features = pa.table(
         {
-            "account_id": design.account_ids.to_numpy()[sub.row],
-            "text": np.asarray(texts, dtype=object)[sub.col],
+            "feature": pa.array(np.arange(len(design.features), dtype=np.int64)),
+            "trait": pa.array(design.features["trait"].astype("str").tolist(), pa.string()),
+            "value": pa.array(design.features["value"].astype("str").tolist(), pa.string()),
+            "label": pa.array(
+                [trait_label(t, v) for t, v in design.features[["trait", "value"]].itertuples(index=False)],
+                pa.string(),
+            ),
+            "points": pa.array(points.astype(np.int64)),
         }
     )
-    return pairs.groupby("account_id")["text"].agg("; ".join)
-
-
-def _reason_texts(items: pd.DataFrame) -> pd.DataFrame:
-    """JSON list of every non-zero item, and the top positive and negative reasons as text."""
     with duckdb.connect() as con:
-        con.register("items", items[["account_id", "label", "trait", "value", "points"]])
-        return (
-            con.sql(
-                """
-            select account_id,
-                   to_json(list(struct_pack(trait := trait, value := value, points := points)
-                                order by abs(points) desc, label))::varchar as reasons,
-                   string_agg(label || ': ' || printf('%+d', points), '; ' order by points desc, label)
-                       filter (where points > 0) as top_positive_all,
-                   string_agg(label || ': ' || printf('%+d', points), '; ' order by points asc, label)
-                       filter (where points < 0) as top_negative_all
-            from items group by account_id
+        con.register("features", features)
+        rendered = con.sql(
             """
-            )
-            .df()
-            .assign(
-                top_positive=lambda f: _first_n(f["top_positive_all"]),
-                top_negative=lambda f: _first_n(f["top_negative_all"]),
-            )
-            .drop(columns=["top_positive_all", "top_negative_all"])
-        )
-
-
-def _first_n(texts: pd.Series, n: int = TOP_REASONS) -> pd.Series:
-    return texts.fillna("").str.split("; ").str[:n].str.join("; ")
+            select to_json(struct_pack(trait := trait, value := value, points := points))::varchar as item,
+                   label || ': ' || printf('%+d', points) as text,
+                   row_number() over (order by abs(points) desc, label) as by_size,
+                   row_number() over (order by points desc, label) as by_gain,
+                   row_number() over (order by points asc, label) as by_loss
+            from features order by feature
+            """
+        ).to_arrow_table()
+    n = len(design.account_ids)
+    by_size, by_gain, by_loss = (
+        rendered[name].to_numpy()[feature] for name in ("by_size", "by_gain", "by_loss")
+    )
+    items = rendered["item"].combine_chunks().take(pa.array(feature))
+    texts = rendered["text"].combine_chunks().take(pa.array(feature))
+    listed, _ = _join_per_account(n, account, by_size, items, ",")
+    gain, loss = points[feature] > 0, points[feature] < 0
+    positive, _ = _join_per_account(n, account[gain], by_gain[gain], texts.filter(gain), "; ", TOP_REASONS)
+    negative, _ = _join_per_account(n, account[loss], by_loss[loss], texts.filter(loss), "; ", TOP_REASONS)
+    return pd.DataFrame(
+        {
+            "reasons": pd.array(pc.binary_join_element_wise("[", listed, "]", ""), dtype="str"),
+            # Plain Python strings, as the reason columns have always been (object dtype).
+            "top_positive": pd.Series(positive.to_pylist(), dtype=object),
+            "top_negative": pd.Series(negative.to_pylist(), dtype=object),
+        }
+    )

@@ -14,10 +14,11 @@ import pandas as pd
 from scipy import stats
 
 from icp_pipeline.config import IcpConfig
+from icp_pipeline.frames import isin
 from icp_pipeline.profile.derive import derive_profile
 from icp_pipeline.profile.learn import Evidence
 from icp_pipeline.profile.outcomes import opportunity_outcomes
-from icp_pipeline.scoring.score import score_accounts
+from icp_pipeline.scoring.score import fit_and_tiers
 
 HOLDOUT_SHARE = 0.25
 MIN_TEST_DEALS = 30
@@ -77,10 +78,12 @@ def holdout_validation(
         ), pd.DataFrame()
     split = closed["closed_at"].quantile(1 - HOLDOUT_SHARE).date()
     traits = evidence.traits(config, split)
-    profile, design = derive_profile(traits, opportunities, evidence.subscriptions, config, split)
-    scores = score_accounts(profile, design, split).set_index("account_id")
+    profile, design = derive_profile(
+        traits, opportunities, evidence.subscriptions, config, split, describe=False
+    )
+    scores = fit_and_tiers(profile, design)
     test = closed[closed["closed_at"] > pd.Timestamp(split, tz="UTC") + pd.Timedelta(days=1)]
-    test = test[test["account_id"].isin(scores.index)]
+    test = test[isin(test["account_id"], scores.index)]
     scored = test[["opportunity_id", "account_id", "won"]].join(
         scores[["fit_score", "tier"]], on="account_id"
     )

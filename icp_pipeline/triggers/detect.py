@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from icp_pipeline.config import TriggerConfig
 
@@ -111,7 +113,8 @@ def funding_events(rounds: pd.DataFrame, as_of: dt.date, config: TriggerConfig) 
 def hiring_surge_events(postings: pd.DataFrame, as_of: dt.date, config: TriggerConfig) -> pd.DataFrame:
     """Recent postings against the account's own monthly baseline: ratio and minimum count."""
     rule = config.hiring_surge
-    known = postings[postings["account_id"].notna()]
+    columns = ["account_id", "posting_id", "posted_at", *(["department"] if rule.departments else [])]
+    known = postings.loc[postings["account_id"].notna(), columns]
     if rule.departments:
         wanted = [d.lower() for d in rule.departments]
         known = known[known["department"].astype("str").str.lower().isin(wanted)]
@@ -199,24 +202,53 @@ def leadership_events(changes: pd.DataFrame, as_of: dt.date, config: TriggerConf
     return _events("leadership_change", frame, "leadership_changes", evidence)
 
 
-def _observation_pairs(firmographics: pd.DataFrame, as_of: dt.date, window_days: int) -> pd.DataFrame:
-    """Each account's latest observation inside the window next to its previous one (by as-of)."""
+OBSERVATION_COLUMNS = ("account_id", "observed_at", "employee_count", "tech_stack", "_raw_key")
+
+
+def latest_observations(firmographics: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
+    """Each account's latest observation made by the as-of date, with its previous one's values.
+
+    Ordered by account id; an account's observations are ordered by time, ties in the order
+    delivered. A numpy lexsort on integer codes over the five columns the detectors read, not a
+    sort and group-shift of the whole feed (shared by the headcount and tech detectors).
+    """
     end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
-    known = firmographics[firmographics["account_id"].notna() & (firmographics["observed_at"] < end)]
-    ordered = known.sort_values(["account_id", "observed_at"], kind="stable")
-    previous = ordered.groupby("account_id").shift(1)
-    paired = ordered.assign(
-        previous_employees=previous["employee_count"],
-        previous_stack=previous["tech_stack"],
-        previous_observed=previous["observed_at"],
+    known = firmographics.loc[
+        firmographics["account_id"].notna() & (firmographics["observed_at"] < end), list(OBSERVATION_COLUMNS)
+    ]
+    codes, _ = pd.factorize(known["account_id"], sort=True)
+    ordered = np.lexsort((known["observed_at"].array.asi8, codes))
+    ordered_codes = codes[ordered]
+    last = (
+        np.flatnonzero(np.append(ordered_codes[1:] != ordered_codes[:-1], True)) if len(ordered) else ordered
     )
-    latest = paired.drop_duplicates("account_id", keep="last")
+    has_previous = (last > 0) & (ordered_codes[np.maximum(last - 1, 0)] == ordered_codes[last])
+    latest = known.iloc[ordered[last]]
+    before = known.iloc[ordered[np.maximum(last - 1, 0)]] if len(last) else known.iloc[:0]
+    mask = pd.Series(has_previous, index=latest.index)
+    return latest.assign(
+        previous_employees=before["employee_count"].set_axis(latest.index).where(mask),
+        previous_stack=before["tech_stack"].set_axis(latest.index).where(mask),
+        previous_observed=before["observed_at"].set_axis(latest.index).where(mask),
+    )
+
+
+def _observation_pairs(
+    firmographics: pd.DataFrame, as_of: dt.date, window_days: int, observations: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Each account's latest observation inside the window next to its previous one (by as-of)."""
+    latest = latest_observations(firmographics, as_of) if observations is None else observations
     return latest[_window(latest["observed_at"], as_of, window_days) & latest["previous_observed"].notna()]
 
 
-def headcount_events(firmographics: pd.DataFrame, as_of: dt.date, config: TriggerConfig) -> pd.DataFrame:
+def headcount_events(
+    firmographics: pd.DataFrame,
+    as_of: dt.date,
+    config: TriggerConfig,
+    observations: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     rule = config.headcount_growth
-    pairs = _observation_pairs(firmographics, as_of, rule.window_days)
+    pairs = _observation_pairs(firmographics, as_of, rule.window_days, observations)
     now, before = pairs["employee_count"].astype("Float64"), pairs["previous_employees"].astype("Float64")
     growth = (now - before) / before.where(before > 0)
     hit = pairs[(growth >= rule.min_growth).fillna(False).to_numpy(dtype=bool)]
@@ -231,22 +263,63 @@ def headcount_events(firmographics: pd.DataFrame, as_of: dt.date, config: Trigge
     return _events("headcount_growth", frame, "firmographics", evidence)
 
 
-def _stack(values: pd.Series) -> pd.Series:
-    return (
-        values.fillna("")
-        .astype("str")
-        .map(lambda text: frozenset(t.strip() for t in text.split(";") if t.strip()))
-    )
+def _stack_items(values: pd.Series) -> tuple[np.ndarray, pa.Array]:
+    """(row position, technology) for each ";"-separated item of each row's stack, trimmed, non-empty."""
+    text = pa.array(values.astype("str").fillna("").array)
+    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    parts = pc.split_pattern(text, ";")
+    items = pc.utf8_trim_whitespace(pc.list_flatten(parts))
+    rows = pc.list_parent_indices(parts).to_numpy()
+    present = pc.not_equal(items, "").to_numpy(zero_copy_only=False)
+    return rows[present], items.filter(pa.array(present))
 
 
-def tech_change_events(firmographics: pd.DataFrame, as_of: dt.date, config: TriggerConfig) -> pd.DataFrame:
+def _stack_changes(
+    now: pd.Series, before: pd.Series, watch: frozenset[str]
+) -> tuple[list[list[str]], list[list[str]]]:
+    """Per row, the sorted technologies added and dropped between two stacks (watched ones only).
+
+    Set differences as array operations: every (row, technology) pair gets an integer key, and
+    `np.isin` finds the keys one stack has and the other lacks.
+    """
+    now_rows, now_items = _stack_items(now)
+    before_rows, before_items = _stack_items(before)
+    names = pd.Series(pd.array(pa.concat_arrays([now_items, before_items]), dtype="str"))
+    codes, uniques = pd.factorize(names)
+    unique_names = [str(name) for name in uniques]
+    # Rank each technology by name, so sorting by rank sorts a row's names as `sorted` would.
+    rank = np.empty(len(unique_names), dtype=np.int64)
+    rank[np.argsort(np.array(unique_names, dtype=object), kind="stable")] = np.arange(len(unique_names))
+    watched = np.array([name in watch for name in unique_names], dtype=bool) if watch else None
+    size = len(unique_names) + 1
+    now_keys = now_rows.astype(np.int64) * size + codes[: len(now_rows)]
+    before_keys = before_rows.astype(np.int64) * size + codes[len(now_rows) :]
+
+    def per_row(keys: np.ndarray, other: np.ndarray) -> list[list[str]]:
+        keys = np.unique(keys[~np.isin(keys, other)])
+        rows, tech = keys // size, keys % size
+        if watched is not None:
+            rows, tech = rows[watched[tech]], tech[watched[tech]]
+        ordered = np.lexsort((rank[tech], rows))
+        rows, tech = rows[ordered], tech[ordered]
+        lists: list[list[str]] = [[] for _ in range(len(now))]
+        for row, code in zip(rows.tolist(), tech.tolist(), strict=True):
+            lists[row].append(unique_names[code])
+        return lists
+
+    return per_row(now_keys, before_keys), per_row(before_keys, now_keys)
+
+
+def tech_change_events(
+    firmographics: pd.DataFrame,
+    as_of: dt.date,
+    config: TriggerConfig,
+    observations: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Technologies added or dropped between observations (only watched ones when a watch list is set)."""
     rule = config.tech_change
-    pairs = _observation_pairs(firmographics, as_of, rule.window_days)
-    now, before = _stack(pairs["tech_stack"]), _stack(pairs["previous_stack"])
-    watch = frozenset(rule.watch)
-    added = [sorted((n - b) & watch if watch else n - b) for n, b in zip(now, before, strict=True)]
-    dropped = [sorted((b - n) & watch if watch else b - n) for n, b in zip(now, before, strict=True)]
+    pairs = _observation_pairs(firmographics, as_of, rule.window_days, observations)
+    added, dropped = _stack_changes(pairs["tech_stack"], pairs["previous_stack"], frozenset(rule.watch))
     changed = np.array([bool(a or d) for a, d in zip(added, dropped, strict=True)], dtype=bool)
     hit = pairs[changed]
     frame = hit.assign(occurred_at=hit["observed_at"], strength=0.5, source_key=hit["_raw_key"])
@@ -268,12 +341,18 @@ def detect_all(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Events of every detector whose feed exists, and a note per detector that could not run."""
     frames, skipped = [], []
+    observations: pd.DataFrame | None = None
     for trigger_type, (table, detector) in DETECTORS.items():
         feed = feeds.get(table)
         if feed is None or feed.empty:
             skipped.append(f"{trigger_type}: no {table} rows")
             continue
-        frames.append(detector(feed, as_of, config))
+        if table == "firmographics":
+            # Headcount and tech changes both compare each account's last two observations: find them once.
+            observations = latest_observations(feed, as_of) if observations is None else observations
+            frames.append(detector(feed, as_of, config, observations=observations))  # type: ignore[call-arg]
+        else:
+            frames.append(detector(feed, as_of, config))
     events = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EVENT_COLUMNS)
     return events.drop_duplicates("event_id", ignore_index=True), skipped
 

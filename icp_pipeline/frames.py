@@ -1,0 +1,60 @@
+"""Fast paths for pandas operations that are slow on pandas 3's arrow-backed `str` columns.
+
+`Series.isin` on a `str` column turns every value of the set into a pyarrow scalar and back in
+Python (pandas 3.1 `ArrowStringArray.isin`): 2 s for 150k ids against 50k, 20 s against a
+million. The same membership test as one `pyarrow.compute.is_in` kernel takes milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def _arrow_text(values: object) -> pa.Array | None:
+    """The values as one contiguous arrow string array when they are pandas `str` data, else None."""
+    if isinstance(values, (pd.Series, pd.Index)) and isinstance(values.dtype, pd.StringDtype):
+        array = values.array
+    elif isinstance(values, pd.api.extensions.ExtensionArray) and isinstance(values.dtype, pd.StringDtype):
+        array = values
+    else:
+        return None
+    if values.dtype.storage != "pyarrow":
+        return None
+    arrow = pa.array(array)
+    arrow = arrow.combine_chunks() if isinstance(arrow, pa.ChunkedArray) else arrow
+    return arrow
+
+
+def isin(values: pd.Series | pd.Index, allowed: Iterable[object]) -> np.ndarray:
+    """Boolean mask like `values.isin(allowed)`, one arrow kernel when both sides are `str` data.
+
+    Missing values match only when `allowed` holds a missing value, as in pandas.
+    """
+    left = _arrow_text(values)
+    right = _arrow_text(allowed)
+    if left is None or right is None:
+        return np.asarray(values.isin(allowed), dtype=bool)
+    if left.type != right.type:
+        right = right.cast(left.type)
+    return pc.is_in(left, value_set=right).to_numpy(zero_copy_only=False).astype(bool, copy=False)
+
+
+def positions(values: pd.Series | pd.Index, lookup: pd.Series | pd.Index) -> np.ndarray:
+    """For each value, its position in `lookup` (first occurrence), or -1: a hash join in one kernel.
+
+    Like `pd.Index(lookup).get_indexer(values)` for unique lookups; missing values are never found.
+    """
+    left = _arrow_text(values)
+    right = _arrow_text(lookup)
+    if left is None or right is None:
+        found = pd.Index(lookup).get_indexer(values)
+        return np.where(pd.isna(np.asarray(values, dtype=object)), -1, found).astype(np.int64)
+    if left.type != right.type:
+        right = right.cast(left.type)
+    index = pc.index_in(left, value_set=right, skip_nulls=True)
+    return index.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)

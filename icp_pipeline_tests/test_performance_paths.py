@@ -1,0 +1,302 @@
+"""The fast paths added for issue 7 give the same answers as the slow ones they replace.
+
+Each test pins one equivalence the nightly job relies on at a million accounts: arrow-kernel
+membership equals pandas `isin`, the Arrow route out of DuckDB equals `.df()`, the batched outbox
+writes what one send per alert wrote, the matching index is rebuilt when the accounts change, and
+the benchmark's next-day drop changes what it says it changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from icp_pipeline.alerts.channels import AlertMessage, OutboxChannel
+from icp_pipeline.contracts import staging, validate
+from icp_pipeline.frames import isin
+from icp_pipeline.ingest.files import row_hash
+from icp_pipeline.resolve.match import build_account_index, match_feed
+from icp_pipeline.resolve.normalize import normalize_domain
+from icp_pipeline.warehouse import to_frame
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- isin
+
+
+@pytest.mark.parametrize(
+    ("values", "allowed"),
+    [
+        (["a", "b", None, "c"], ["b", "c", "z"]),
+        (["a", "b", None], ["a", None]),
+        (["a", "b"], []),
+        ([], ["a"]),
+    ],
+)
+def test_isin_on_text_matches_pandas(values: list[str | None], allowed: list[str | None]) -> None:
+    series = pd.Series(values, dtype="str")
+    expected = series.isin(pd.Index(allowed, dtype="str")).to_numpy()
+    assert isin(series, pd.Index(allowed, dtype="str")).tolist() == expected.tolist()
+    assert isin(series, pd.Series(allowed, dtype="str")).tolist() == expected.tolist()
+
+
+def test_isin_falls_back_to_pandas_for_other_dtypes() -> None:
+    numbers = pd.Series([1, 2, 3])
+    assert isin(numbers, [2, 3]).tolist() == [False, True, True]
+    mixed = pd.Series(["a", "b"], dtype=object)
+    assert isin(mixed, ["b"]).tolist() == [False, True]
+
+
+# --------------------------------------------------------------------------- to_frame
+
+
+def test_to_frame_gives_the_dtypes_and_values_of_df() -> None:
+    with duckdb.connect() as con:
+        query = """
+            select * from (values
+                ('a', 1, 1.5, true, 7::utinyint, date '2026-11-01', timestamptz '2026-11-01 10:00:00+00'),
+                (null, null, null, null, null, null, null),
+                ('c', 3, 2.5, false, 9::utinyint, date '2026-11-02', timestamptz '2026-11-02 10:00:00+00')
+            ) t(text, whole, number, flag, small, day, moment)
+        """
+        con.execute("create type method as enum ('domain', 'name')")
+        enum_query = "select 'name'::method as m union all select 'domain'::method"
+        for sql in (
+            query,
+            enum_query,
+            "select 1 as x where false",
+            "select [1, 2] as l, 1.5::decimal(4, 2) as d",
+        ):
+            pd.testing.assert_frame_equal(to_frame(con.sql(sql)), con.sql(sql).df())
+
+
+# --------------------------------------------------------------------------- row hash
+
+
+def test_row_hash_tells_rows_apart_by_content_and_column() -> None:
+    table = pa.table(
+        {
+            "a": ["x", "x", "xy", None, "x"],
+            "b": ["yz", "yz", "z", "yz", None],
+        }
+    )
+    hashes = row_hash(table).to_pylist()
+    assert hashes[0] == hashes[1], "equal rows hash equal"
+    assert len({hashes[0], hashes[2], hashes[3], hashes[4]}) == 4, "moved text and missing values differ"
+    assert row_hash(table).type == pa.int64()
+    swapped = pa.table({"b": table["b"], "a": table["a"]})
+    assert row_hash(swapped).to_pylist()[0] != hashes[0], "the column order is part of the content"
+
+
+# --------------------------------------------------------------------------- outbox batch
+
+
+def _message(alert_id: str) -> AlertMessage:
+    return AlertMessage(
+        alert_id=alert_id,
+        event_id=f"e-{alert_id}",
+        account_id="A1",
+        account_name="Acme",
+        owner_id="U1",
+        owner_name="Ann",
+        owner_email=None,
+        slack_user_id=None,
+        tier="A",
+        fit_score=90,
+        top_reasons="Industry = Software: +10",
+        trigger_type="funding",
+        occurred_at="2026-10-30",
+        strength=0.7,
+        priority=0.8,
+        evidence={"round_type": "Series B", "amount_usd": 2.0e7},
+        crm_url=None,
+    )
+
+
+def test_outbox_batch_writes_one_line_per_message_with_one_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr("icp_pipeline.alerts.channels.os.fsync", synced.append)
+    outbox = OutboxChannel(tmp_path / "alerts.jsonl")
+    results = outbox.send_many([_message("a1"), _message("a2"), _message("a3")])
+    assert [r.status for r in results] == ["sent"] * 3
+    assert len(synced) == 1
+    lines = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert [line["alert"]["alert_id"] for line in lines] == ["a1", "a2", "a3"]
+    single = OutboxChannel(tmp_path / "single.jsonl")
+    single.send(_message("a1"))
+    first = json.loads((tmp_path / "single.jsonl").read_text())
+    assert {k: v for k, v in first.items() if k != "written_at"} == {
+        k: v for k, v in lines[0].items() if k != "written_at"
+    }
+
+
+def test_outbox_batch_that_cannot_be_written_fails_every_message(tmp_path: Path) -> None:
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("a file where the outbox folder should be")
+    results = OutboxChannel(blocked / "alerts.jsonl").send_many([_message("a1"), _message("a2")])
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert all(r.error and r.error.startswith("write failed") for r in results)
+
+
+# --------------------------------------------------------------------------- matching index
+
+
+def test_account_index_is_rebuilt_when_the_accounts_change(tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    accounts = pd.DataFrame(
+        {"account_id": ["A1", "A2"], "name": ["Acme Inc", "Beta"], "domain": ["acme.com", "beta.de"]}
+    )
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("create schema staging")
+        con.register("frame", accounts)
+        con.execute("create table staging.accounts as select * from frame")
+        first = staging.account_index(con)
+        assert staging.account_index(con) is first, "unchanged accounts reuse the index"
+        con.execute("update staging.accounts set domain = 'acme.io' where account_id = 'A1'")
+        second = staging.account_index(con)
+    assert second is not first
+    assert second.by_domain.to_dict() == {"acme.io": "A1", "beta.de": "A2"}
+
+
+# --------------------------------------------------------------------------- benchmark drop
+
+
+def _benchmark() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("nightly_benchmark", ROOT / "benchmarks" / "nightly.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _read(file: Path) -> pd.DataFrame:
+    return pacsv.read_csv(
+        file,
+        convert_options=pacsv.ConvertOptions(strings_can_be_null=True, null_values=[""], column_types={}),
+    ).to_pandas()
+
+
+def test_benchmark_next_day_changes_one_percent_of_accounts_and_adds_a_day_of_feed_rows(
+    tmp_path: Path,
+) -> None:
+    bench = _benchmark()
+    drop = tmp_path / "drop"
+    bench.generate(400, drop)
+    before = {rel: _read(drop / rel) for rel in ["crm/accounts.csv", *bench.FEED_DATE_COLUMNS]}
+    changed = bench.change_drop(drop, dt.date(2026, 11, 1))
+    accounts, old = _read(drop / "crm/accounts.csv"), before["crm/accounts.csv"]
+    moved = accounts["updated_at"].astype(str) != old["updated_at"].astype(str)
+    assert changed["crm/accounts.csv"] == int(moved.sum()) == 4
+    assert (accounts.loc[moved, "updated_at"] == "2026-11-02T06:00:00").all()
+    assert accounts["account_id"].tolist() == old["account_id"].tolist()
+    for relative, (id_column, date_column) in bench.FEED_DATE_COLUMNS.items():
+        feed, old_feed = _read(drop / relative), before[relative]
+        added = feed.iloc[len(old_feed) :]
+        assert len(added) == changed[relative] == int(np.ceil(len(old_feed) / 365))
+        assert added[date_column].astype(str).str.startswith("2026-11-02").all()
+        if id_column != "domain":
+            assert not added[id_column].isin(old_feed[id_column]).any()
+
+
+def test_benchmark_floor_writes_one_row_per_account(tmp_path: Path) -> None:
+    bench = _benchmark()
+    drop = tmp_path / "drop"
+    bench.generate(300, drop)
+    result = bench.floor(drop, tmp_path / "floor.duckdb")
+    assert result["floor_rows"] == 300
+    with duckdb.connect(str(tmp_path / "floor.duckdb"), read_only=True) as con:
+        opportunities = con.execute("select sum(opportunities) from account_floor").fetchall()[0][0]
+    assert opportunities == len(_read(drop / "crm/opportunities.csv"))
+
+
+# --------------------------------------------------------------------------- deduplication
+
+
+def _latest_per_key_by_sorting(frame: pd.DataFrame, key: list[str], order: list[str]) -> np.ndarray:
+    """The reference: a stable sort by `order` descending (missing last), first row per key."""
+    ordered = frame.sort_values(order, ascending=False, na_position="last", kind="stable") if order else frame
+    return np.sort(ordered[~ordered.duplicated(subset=key, keep="first")].index.to_numpy())
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize(
+    ("key", "order"),
+    [
+        (["id"], ["updated_at", "_row_hash"]),
+        (["id"], ["_row_hash"]),
+        (["id", "day"], ["updated_at"]),
+        (["id"], []),
+    ],
+)
+def test_latest_per_key_keeps_the_rows_a_stable_sort_keeps(
+    seed: int, key: list[str], order: list[str]
+) -> None:
+    rng = np.random.default_rng(seed)
+    size = 400
+    updated = pd.Series(
+        pd.to_datetime(rng.integers(0, 5, size), unit="D", utc=True).astype("datetime64[us, UTC]")
+    )
+    updated[rng.random(size) < 0.2] = pd.NaT
+    frame = pd.DataFrame(
+        {
+            "id": pd.Series(rng.choice(["a", "b", "c", None, "d"], size), dtype="str"),
+            "day": pd.Series(rng.choice(["1", "2"], size), dtype="str"),
+            "updated_at": updated,
+            "_row_hash": rng.choice(
+                np.array([np.iinfo(np.int64).min, -1, 0, 7, np.iinfo(np.int64).max]), size
+            ),
+        },
+        index=rng.permutation(size) * 3,
+    )
+    kept, unique = validate._latest_per_key(frame, key, order)
+    assert kept.tolist() == _latest_per_key_by_sorting(frame, key, order).tolist()
+    assert unique
+
+
+# --------------------------------------------------------------------------- matching normalised domains
+
+
+def test_matching_staged_domains_equals_normalising_them_again() -> None:
+    raw = pd.Series(
+        [
+            "HTTPS://WWW.Acme.com/",
+            "www.www.beta.de",
+            "info@gamma.io",
+            None,
+            "not a domain",
+            "www.delta.co.uk.",
+        ],
+        dtype="str",
+    )
+    staged_domains = normalize_domain(raw)  # what staging stores in `domain`
+    feed = pd.DataFrame(
+        {"domain": staged_domains, "company_name": ["Acme", "Beta", "Gamma", "Delta", "X", "Y"]}
+    )
+    index = build_account_index(
+        pd.DataFrame(
+            {
+                "account_id": ["A1", "A2", "A3"],
+                "name": ["Acme Inc", "Beta GmbH", "Delta Ltd"],
+                "domain": ["acme.com", "beta.de", "delta.co.uk"],
+            }
+        )
+    )
+    expected = match_feed(feed, index)
+    shortcut = match_feed(feed, index, domains_normalized=True)
+    pd.testing.assert_frame_equal(shortcut, expected)
+    assert expected["account_id"].tolist()[:2] == ["A1", "A2"], "www.www. is normalised a second time"
