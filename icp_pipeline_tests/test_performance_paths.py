@@ -300,3 +300,33 @@ def test_matching_staged_domains_equals_normalising_them_again() -> None:
     shortcut = match_feed(feed, index, domains_normalized=True)
     pd.testing.assert_frame_equal(shortcut, expected)
     assert expected["account_id"].tolist()[:2] == ["A1", "A2"], "www.www. is normalised a second time"
+
+
+# --------------------------------------------------------------------------- number parsing
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["162", "00012", "+5", "-0", "9007199254740993", "18446744073709551615"],
+        ["162", None, "7"],
+        ["1.5", "1e3", "-.5e-3", "inf", "NaN", "123456789012345678901234567890", "0.1234567890123456789"],
+        ["1", "lots", "2"],
+        ["0x10", "1_000", "1,5", "1d3", "--1", "TRUE"],
+        [None, None],
+        [],
+    ],
+)
+def test_text_to_number_matches_pandas(values: list[str | None]) -> None:
+    text = pd.Series(values, dtype="str")
+    expected = pd.to_numeric(text, errors="coerce")
+    pd.testing.assert_series_equal(validate._to_number(text), expected)
+
+
+def test_text_to_number_matches_pandas_on_random_decimals() -> None:
+    rng = np.random.default_rng(5)
+    numbers = rng.random(20_000) * 10.0 ** rng.integers(-6, 16, 20_000)
+    text = pd.Series(
+        [f"{v:.{int(d)}g}" for v, d in zip(numbers, rng.integers(1, 25, 20_000), strict=True)], dtype="str"
+    )
+    pd.testing.assert_series_equal(validate._to_number(text), pd.to_numeric(text, errors="coerce"))

