@@ -58,3 +58,24 @@ def positions(values: pd.Series | pd.Index, lookup: pd.Series | pd.Index) -> np.
         right = right.cast(left.type)
     index = pc.index_in(left, value_set=right, skip_nulls=True)
     return index.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def joined_per_group(keys: pd.Series, text: pd.Series, separator: str) -> pd.Series:
+    """`text.groupby(keys).agg(separator.join)` without a Python call per group.
+
+    Texts are joined in their order of appearance, one column per rank: pandas' Python
+    aggregation took 7.5 s for 96k groups; this is a few string concatenations.
+    """
+    if keys.empty:
+        return pd.Series(
+            [], dtype="str", index=pd.Index([], dtype=keys.dtype, name=keys.name), name=text.name
+        )
+    rank = keys.groupby(keys, sort=False).cumcount().to_numpy()
+    frame = pd.DataFrame({"key": keys.to_numpy(), "rank": rank, "text": text.astype("str").to_numpy()})
+    wide = frame.pivot(index="key", columns="rank", values="text").sort_index()
+    joined = wide[0].astype("str")
+    for column in wide.columns[1:]:
+        joined = joined + (separator + wide[column]).fillna("")
+    joined.index.name = keys.name
+    joined.name = text.name
+    return joined

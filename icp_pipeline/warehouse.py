@@ -84,12 +84,40 @@ def read_table(
     return to_frame(con.sql(f'select {selected} from "{schema}"."{table}"'))
 
 
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _scannable(frame: pd.DataFrame) -> tuple[pd.DataFrame | pa.Table, str]:
+    """What to register for DuckDB to read `frame`, and the select list that reads it.
+
+    DuckDB scans pandas' arrow-backed `str` columns value by value but an Arrow table in bulk:
+    writing 3.7M staged rows took 15 s from the DataFrame and 8.5 s from Arrow. Arrow turns a
+    categorical into a dictionary, which DuckDB reads as VARCHAR, so text categoricals are cast
+    back to the ENUM the DataFrame scan gives. Frames Arrow cannot convert are scanned as they are.
+    """
+    enums: list[str] = []
+    for name, dtype in frame.dtypes.items():
+        if isinstance(dtype, pd.CategoricalDtype):
+            if not all(isinstance(value, str) for value in dtype.categories):
+                return frame, "*"
+            values = ", ".join(_quoted(value) for value in dtype.categories)
+            column = '"' + str(name).replace('"', '""') + '"'
+            enums.append(f"{column}::ENUM({values}) as {column}")
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return frame, "*"
+    return table, f"* replace ({', '.join(enums)})" if enums else "*"
+
+
 def replace_table(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pd.DataFrame) -> None:
     """Write a frame as the table's full new content, atomically."""
     con.execute(f'create schema if not exists "{schema}"')
-    con.register("_replacement", frame)
+    source, columns = _scannable(frame)
+    con.register("_replacement", source)
     try:
-        con.execute(f'create or replace table "{schema}"."{table}" as select * from _replacement')
+        con.execute(f'create or replace table "{schema}"."{table}" as select {columns} from _replacement')
     finally:
         con.unregister("_replacement")
 
@@ -103,14 +131,15 @@ def replace_slice(
 ) -> None:
     """Replace the rows matching `where` (e.g. one table's quarantine, one as-of date) in one transaction."""
     con.execute(f'create schema if not exists "{schema}"')
-    con.register("_slice", frame)
+    source, columns = _scannable(frame)
+    con.register("_slice", source)
     try:
         con.execute("begin transaction")
         if not table_exists(con, schema, table):
-            con.execute(f'create table "{schema}"."{table}" as select * from _slice limit 0')
+            con.execute(f'create table "{schema}"."{table}" as select {columns} from _slice limit 0')
         condition = " and ".join(f'"{column}" = ?' for column in where)
         con.execute(f'delete from "{schema}"."{table}" where {condition}', list(where.values()))
-        con.execute(f'insert into "{schema}"."{table}" by name select * from _slice')
+        con.execute(f'insert into "{schema}"."{table}" by name select {columns} from _slice')
         con.execute("commit")
     except Exception:
         con.execute("rollback")

@@ -24,11 +24,11 @@ import pytest
 
 from icp_pipeline.alerts.channels import AlertMessage, OutboxChannel
 from icp_pipeline.contracts import staging, validate
-from icp_pipeline.frames import isin
+from icp_pipeline.frames import isin, joined_per_group
 from icp_pipeline.ingest.files import row_hash
 from icp_pipeline.resolve.match import build_account_index, match_feed
 from icp_pipeline.resolve.normalize import normalize_domain
-from icp_pipeline.warehouse import to_frame
+from icp_pipeline.warehouse import replace_slice, replace_table, to_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -330,3 +330,49 @@ def test_text_to_number_matches_pandas_on_random_decimals() -> None:
         [f"{v:.{int(d)}g}" for v, d in zip(numbers, rng.integers(1, 25, 20_000), strict=True)], dtype="str"
     )
     pd.testing.assert_series_equal(validate._to_number(text), pd.to_numeric(text, errors="coerce"))
+
+
+# --------------------------------------------------------------------------- grouped text, warehouse writes
+
+
+def test_joined_per_group_equals_pandas_join_aggregation() -> None:
+    rng = np.random.default_rng(11)
+    keys = pd.Series(rng.choice(["a", "b", "c", "d'e", "f"], 500), dtype="str", name="account_id")
+    text = pd.Series([f"t{i}" for i in rng.integers(0, 50, 500)], dtype="str", name="text")
+    expected = text.groupby(keys).agg("; ".join)
+    pd.testing.assert_series_equal(joined_per_group(keys, text, "; "), expected)
+
+
+def test_replace_table_through_arrow_stores_what_the_dataframe_scan_stored() -> None:
+    frame = pd.DataFrame(
+        {
+            "text": pd.Series(["x", None, "it's"], dtype="str"),
+            "method": pd.Categorical(["name", None, "domain"], categories=["domain", "name"], ordered=True),
+            "count": pd.array([1, None, 3], dtype="Int64"),
+            "share": [0.5, np.nan, 1.0],
+            "flag": pd.array([True, None, False], dtype="boolean"),
+            "at": pd.to_datetime(["2026-01-01T05:00:00", None, "2026-02-01T00:00:00"], utc=True).as_unit(
+                "us"
+            ),
+            "day": [dt.date(2026, 1, 1), None, dt.date(2026, 3, 1)],
+        }
+    )
+    con = duckdb.connect()
+    con.register("pandas_scan", frame)
+    con.execute("create table expected as select * from pandas_scan")
+    replace_table(con, "main", "written", frame)
+    replace_slice(con, "main", "sliced", frame, {"text": "none"})
+    expected = con.sql("describe expected").fetchall()
+    assert con.sql("describe written").fetchall() == expected
+    assert con.sql("describe sliced").fetchall() == expected
+    assert "ENUM('domain', 'name')" in [row[1] for row in expected]
+    rows = con.sql("from expected").fetchall()
+    assert con.sql("from written").fetchall() == rows
+    assert con.sql("from sliced").fetchall() == rows
+
+
+def test_replace_table_scans_frames_arrow_cannot_convert() -> None:
+    frame = pd.DataFrame({"mixed": pd.Series([{"a": 1}, "b"], dtype=object), "n": [1, 2]})
+    con = duckdb.connect()
+    replace_table(con, "main", "written", frame)
+    assert con.sql("select n from written order by n").fetchall() == [(1,), (2,)]

@@ -7,6 +7,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from icp_pipeline.frames import isin, joined_per_group
 from icp_pipeline.profile.traits import build_traits
 from icp_pipeline.scoring.model import PointsModel, account_points, build_design
 
@@ -49,13 +50,14 @@ def net_new_accounts(
     scores, items = account_points(design, model)
     needed = cutoffs.get(min_tier, 101)
     keep = scores >= needed
-    positive = items[items["points"] > 0].sort_values("points", ascending=False)
+    positive = items[(items["points"] > 0) & isin(items["account_id"], design.account_ids[keep])]
+    positive = positive.sort_values("points", ascending=False)
     reasons = (
         positive.groupby("account_id")
         .head(3)
         .assign(text=lambda f: f["trait"] + "=" + f["value"] + " +" + f["points"].astype(str))
     )
-    reason_text = reasons.groupby("account_id")["text"].agg("; ".join)
+    reason_text = joined_per_group(reasons["account_id"], reasons["text"], "; ")
     found = pd.DataFrame({"domain": design.account_ids.to_numpy()[keep], "fit_score": scores[keep]})
     found["tier"] = np.where(found["fit_score"] >= cutoffs.get("A", 101), "A", "B")
     named = latest.set_index("account_id")
