@@ -13,6 +13,7 @@ import pytest
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.demo.generate import DemoSpec
 from icp_pipeline.triggers.detect import detect_all, title_level
+from icp_pipeline.triggers.net_new import model_from_profile_rows, net_new_accounts
 from icp_pipeline_tests.staged_demo import materialize_nightly, staged_demo
 
 AS_OF = dt.date(2026, 11, 1)
@@ -111,3 +112,40 @@ def test_backfill_of_an_earlier_date_adds_only_events_known_then(demo) -> None:
         pd.to_datetime(added["occurred_at"], utc=True)
         < pd.Timestamp(earlier, tz="UTC") + pd.Timedelta(days=1)
     ).all()
+
+
+def test_net_new_companies_reach_the_tier_with_their_top_three_reasons() -> None:
+    observed = pd.Timestamp("2026-10-01", tz="UTC")
+    firmographics = pd.DataFrame(
+        {
+            "account_id": pd.Series([None, None, None, "A1", None], dtype="str"),
+            "norm_domain": pd.Series(["fit.io", "fit.io", "meh.io", "crm.io", "far.io"], dtype="str"),
+            "company_name": pd.Series(["Fit", "Fit", "Meh", "Crm", "Far"], dtype="str"),
+            "observed_at": [observed - pd.Timedelta(days=30), observed, observed, observed, observed],
+            "industry": pd.Series(["Retail", "Software", "Software", "Software", "Software"], dtype="str"),
+            "employee_count": pd.array([20, 300, 20, 300, 300], dtype="Int64"),
+            "annual_revenue": pd.array([None] * 5, dtype="Float64"),
+            "country": pd.Series(["US", "US", "US", "US", "US"], dtype="str"),
+            "founded_year": pd.array([None] * 5, dtype="Int64"),
+            "tech_stack": pd.Series(["", "Snowflake;dbt", "", "Snowflake", "Snowflake"], dtype="str"),
+        }
+    )
+    firmographics.loc[4, "observed_at"] = pd.Timestamp("2026-12-01", tz="UTC")  # after the as-of date
+    rows = pd.DataFrame(
+        {
+            "section": ["model", "points", "points", "points", "points", "tier_cutoff", "tier_cutoff"],
+            "trait": [None, "industry", "employee_band", "technology", "technology", None, None],
+            "value": [None, "Software", "201-1000", "Snowflake", "dbt", "A", "B"],
+            "points": [10, 12, 12, 10, 5, 45, 40],
+        }
+    )
+    model, cutoffs = model_from_profile_rows(rows)
+    found = net_new_accounts(firmographics, model, cutoffs, dt.date(2026, 11, 1), "B")
+    # fit.io at its latest observation: 10 + 12 + 12 + 10 + 5 = 49 (tier A); meh.io scores 22; the
+    # CRM account and the company observed after the as-of date are not net new.
+    assert found["domain"].tolist() == ["fit.io"]
+    assert found["fit_score"].tolist() == [49]
+    assert found["tier"].tolist() == ["A"]
+    assert found["top_positive"].tolist() == [
+        "employee_band=201-1000 +12; industry=Software +12; technology=Snowflake +10"
+    ]

@@ -51,7 +51,10 @@ def net_new_accounts(
     needed = cutoffs.get(min_tier, 101)
     keep = scores >= needed
     positive = items[(items["points"] > 0) & isin(items["account_id"], design.account_ids[keep])]
-    positive = positive.sort_values("points", ascending=False)
+    # Highest points first, ties by trait and value: the reasons do not depend on row order.
+    positive = positive.sort_values(
+        ["points", "trait", "value"], ascending=[False, True, True], kind="stable"
+    )
     reasons = (
         positive.groupby("account_id")
         .head(3)
