@@ -117,6 +117,12 @@ def build_staging_asset(table: str) -> dg.AssetsDefinition:
             metadata["quarantine_sample"] = dg.MetadataValue.md(
                 _markdown_table(staged.quarantine[["row_key", "rule", "message"]])
             )
+        if outcome.reused_from is not None:
+            metadata["reused_from"] = outcome.reused_from.isoformat()
+            context.log.info(
+                f"staging/{table}: raw rows, referenced keys, contract and config unchanged since "
+                f"{outcome.reused_from}; staged rows and quarantine kept, rules re-reported"
+            )
         context.log.info(
             f"staging/{table}: {counts['raw_rows']:,} raw = {counts['staged_rows']:,} staged + "
             f"{counts['quarantined_rows']:,} quarantined + {counts['duplicates_removed']:,} duplicates"

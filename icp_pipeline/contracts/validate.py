@@ -444,7 +444,7 @@ def stage_table(
         )
     )
     if contract.freshness is not None:
-        results.append(_freshness(staged, contract, as_of, freshness_days))
+        results.append(freshness_result(staged, contract, as_of, freshness_days))
     return StagedTable(table, staged, quarantine, results, raw_rows, duplicates_removed)
 
 
@@ -480,7 +480,7 @@ def _latest_per_key(candidates: pd.DataFrame, key: list[str], order: list[str]) 
     return np.sort(candidates.index.to_numpy()[position[first]]), bool(unique)
 
 
-def _freshness(
+def freshness_result(
     staged: pd.DataFrame, contract: TableContract, as_of: dt.date, override_days: int | None
 ) -> RuleResult:
     """The newest value known at the as-of date must be recent enough, or the feed is stale."""
