@@ -108,9 +108,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from icp_pipeline.runner import run_nightly
+    from icp_pipeline.warehouse import checked_warehouse
 
     source_dir = Path(args.source_dir) if args.source_dir else settings.default_source_dir()
-    warehouse = Path(args.warehouse) if args.warehouse else settings.default_warehouse()
+    warehouse = checked_warehouse(Path(args.warehouse) if args.warehouse else settings.default_warehouse())
     settings.load_config(args.config)
     as_of = args.as_of or dt.date.today()
     import dagster as dg
@@ -143,8 +144,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the self-contained HTML morning report for one as-of date (default: the latest scored)."""
     from icp_pipeline.report.build import build_report
+    from icp_pipeline.warehouse import checked_warehouse
 
-    warehouse = Path(args.warehouse) if args.warehouse else settings.default_warehouse()
+    warehouse = checked_warehouse(Path(args.warehouse) if args.warehouse else settings.default_warehouse())
     config = settings.load_config()
     started = time.perf_counter()
     result = build_report(warehouse, Path(args.out) if args.out else None, args.as_of, config)

@@ -10,6 +10,7 @@ import dagster as dg
 from icp_pipeline import config as settings
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.contracts.spec import TableContract, load_contracts
+from icp_pipeline.warehouse import checked_warehouse
 
 
 class IcpSettings(dg.ConfigurableResource):
@@ -23,7 +24,7 @@ class IcpSettings(dg.ConfigurableResource):
         return Path(self.source_dir) if self.source_dir else settings.default_source_dir()
 
     def warehouse_path(self) -> Path:
-        return Path(self.warehouse) if self.warehouse else settings.default_warehouse()
+        return checked_warehouse(Path(self.warehouse) if self.warehouse else settings.default_warehouse())
 
     def dlt_pipelines_dir(self) -> Path:
         """dlt state lives beside the warehouse it describes."""

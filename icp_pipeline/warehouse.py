@@ -10,6 +10,23 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from icp_pipeline.errors import IcpInputError
+
+# Schemas the pipeline writes (dlt merges through `raw_staging`). DuckDB names a database after
+# its file, so a file named like one of them makes `staging.accounts` ambiguous.
+SCHEMAS = ("raw", "raw_staging", "staging", "icp")
+
+
+def checked_warehouse(warehouse: Path) -> Path:
+    """The warehouse path, refused with a clear reason when its name would clash with a schema."""
+    if warehouse.stem.lower() in SCHEMAS:
+        raise IcpInputError(
+            f"warehouse file {warehouse.name!r} is named like the schema {warehouse.stem!r}: DuckDB names "
+            f"the database after the file, so {warehouse.stem}.<table> would be ambiguous; "
+            "choose another name, e.g. warehouse.duckdb"
+        )
+    return warehouse
+
 
 @contextmanager
 def connect(warehouse: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

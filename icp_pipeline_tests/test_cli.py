@@ -56,3 +56,16 @@ def test_invalid_as_of_is_rejected_by_the_parser(capsys: pytest.CaptureFixture[s
         main(["run", "--as-of", "2025-02-30"])
     assert exited.value.code == 2
     assert "not a date" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["raw.duckdb", "staging.duckdb", "ICP.duckdb"])
+def test_a_warehouse_named_like_a_schema_is_refused_before_running(
+    name: str, minimal_drop: Path, tmp_path: Path, dagster_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # DuckDB names the database after the file: `raw.accounts` would be ambiguous in `raw.duckdb`.
+    warehouse = tmp_path / name
+    code = main(["run", "--source-dir", str(minimal_drop), "--warehouse", str(warehouse), "--as-of", AS_OF])
+    assert code == 1
+    assert f"warehouse file '{name}' is named like the schema" in capsys.readouterr().err
+    assert not warehouse.exists()
+    assert main(["report", "--warehouse", str(warehouse)]) == 1
