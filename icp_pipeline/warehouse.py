@@ -45,6 +45,15 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
     return bool(rows[0][0])
 
 
+def table_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[str]:
+    """The table's column names in table order; empty when it does not exist."""
+    rows = con.execute(
+        "select column_name from duckdb_columns() where schema_name = ? and table_name = ? order by column_index",
+        [schema, table],
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 def to_frame(relation: duckdb.DuckDBPyRelation) -> pd.DataFrame:
     """A query result as the DataFrame `.df()` gives, through Arrow: 5-10x faster on text columns.
 

@@ -33,7 +33,14 @@ from icp_pipeline.resolve.match import (
     match_feed,
     match_summary,
 )
-from icp_pipeline.warehouse import read_table, replace_slice, replace_table, table_exists, to_frame
+from icp_pipeline.warehouse import (
+    read_table,
+    replace_slice,
+    replace_table,
+    table_columns,
+    table_exists,
+    to_frame,
+)
 
 RAW = "raw"
 STAGING = "staging"
@@ -83,6 +90,13 @@ def _reference_keys(con: duckdb.DuckDBPyConnection, contract: TableContract) -> 
     return keys
 
 
+def _content(con: duckdb.DuckDBPyConnection, relation: str, columns: list[str]) -> list[object]:
+    """Row count and an order-independent sum of row hashes: equal for equal content."""
+    hashed = ", ".join(f'"{column}"' for column in columns)
+    count, total = con.execute(f"select count(*), sum(hash({hashed})::hugeint) from {relation}").fetchall()[0]
+    return [int(count), str(total)]
+
+
 _index_cache: dict[tuple[object, ...], AccountIndex] = {}
 
 
@@ -95,11 +109,7 @@ def account_index(con: duckdb.DuckDBPyConnection) -> AccountIndex:
     """
     if not table_exists(con, STAGING, "accounts"):
         return build_account_index(pd.DataFrame({"account_id": [], "name": [], "domain": []}, dtype="str"))
-    fingerprint = tuple(
-        con.execute(
-            f"select count(*), sum(hash(account_id, name, domain)::hugeint) from {STAGING}.accounts"
-        ).fetchall()[0]
-    )
+    fingerprint = tuple(_content(con, f"{STAGING}.accounts", list(ACCOUNT_COLUMNS)))
     if fingerprint not in _index_cache:
         accounts = read_table(con, STAGING, "accounts", columns=list(ACCOUNT_COLUMNS))
         assert accounts is not None
@@ -128,13 +138,6 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
-def _content(con: duckdb.DuckDBPyConnection, relation: str, columns: list[str]) -> list[object]:
-    """Row count and an order-independent sum of row hashes: equal for equal content."""
-    hashed = ", ".join(f'"{column}"' for column in columns)
-    count, total = con.execute(f"select count(*), sum(hash({hashed})::hugeint) from {relation}").fetchall()[0]
-    return [int(count), str(total)]
-
-
 def inputs_fingerprint(
     con: duckdb.DuckDBPyConnection, contract: TableContract, config: IcpConfig
 ) -> str | None:
@@ -148,19 +151,11 @@ def inputs_fingerprint(
     table = contract.table
     if not table_exists(con, RAW, table):
         return None
-    raw_columns = [
-        row[0]
-        for row in con.execute(
-            "select column_name from duckdb_columns() where schema_name = ? and table_name = ? "
-            "order by column_index",
-            [RAW, table],
-        ).fetchall()
-    ]
     parts: dict[str, object] = {
         "code": _code_digest(),
         "contract": contract.model_dump_json(),
         "config": config.model_dump_json(),
-        "raw": _content(con, f'{RAW}."{table}"', raw_columns),
+        "raw": _content(con, f'{RAW}."{table}"', table_columns(con, RAW, table)),
     }
     for spec in contract.columns.values():
         ref = spec.references
@@ -256,9 +251,9 @@ def _record_inputs(
     now: dt.datetime,
 ) -> None:
     """Forget (staged=None) or remember what `staging.<table>` was staged from, and at what clock."""
-    if table_exists(con, ICP, STAGING_INPUTS):
-        con.execute(f'delete from {ICP}.{STAGING_INPUTS} where "table" = ?', [table])
     if staged is None or fingerprint is None:
+        if table_exists(con, ICP, STAGING_INPUTS):
+            con.execute(f'delete from {ICP}.{STAGING_INPUTS} where "table" = ?', [table])
         return
     row = pd.DataFrame(
         {

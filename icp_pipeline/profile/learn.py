@@ -12,7 +12,7 @@ from icp_pipeline.config import IcpConfig
 from icp_pipeline.contracts.staging import STAGING
 from icp_pipeline.errors import IcpInputError
 from icp_pipeline.profile.traits import FIRMOGRAPHIC_COLUMNS, AccountTraits, TraitInputs
-from icp_pipeline.warehouse import read_table, table_exists
+from icp_pipeline.warehouse import read_table, table_columns, table_exists
 
 
 @dataclass
@@ -68,13 +68,7 @@ def _read(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame | None:
     wanted = EVIDENCE_COLUMNS.get(table)
     if wanted is None or not table_exists(con, STAGING, table):
         return read_table(con, STAGING, table)
-    present = {
-        row[0]
-        for row in con.execute(
-            "select column_name from duckdb_columns() where schema_name = ? and table_name = ?",
-            [STAGING, table],
-        ).fetchall()
-    }
+    present = set(table_columns(con, STAGING, table))
     return read_table(con, STAGING, table, columns=[c for c in wanted if c in present])
 
 

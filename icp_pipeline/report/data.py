@@ -17,7 +17,7 @@ import pandas as pd
 from icp_pipeline.config import IcpConfig, contracts_dir
 from icp_pipeline.contracts.spec import CANONICAL_TABLES, load_contracts
 from icp_pipeline.errors import IcpError
-from icp_pipeline.warehouse import connect, table_exists
+from icp_pipeline.warehouse import connect, table_columns, table_exists
 
 TOP_ACCOUNTS = 15
 TRIGGER_WEEKS = 12
@@ -97,19 +97,11 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None
     return con.execute(sql, params or []).df()
 
 
-def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> set[str]:
-    rows = con.execute(
-        "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
-        [schema, table],
-    ).fetchall()
-    return {row[0] for row in rows}
-
-
 def _select(
     con: duckdb.DuckDBPyConnection, table: str, columns: list[str], where: str, params: list[object]
 ) -> pd.DataFrame:
     """Columns of an `icp` table; one a writer left out (an insufficient-data row set) reads as null."""
-    present = _columns(con, "icp", table)
+    present = set(table_columns(con, "icp", table))
     picked = ", ".join(_ident(c) if c in present else f"null as {_ident(c)}" for c in columns)
     return _query(con, f"select {picked} from icp.{_ident(table)} where {where}", params)
 
@@ -444,7 +436,7 @@ def _match_rates(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     for table in FEED_TABLES:
         if not table_exists(con, "staging", table):
             continue
-        if "match_method" not in _columns(con, "staging", table):
+        if "match_method" not in table_columns(con, "staging", table):
             continue
         frame = _query(
             con,
