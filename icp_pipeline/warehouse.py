@@ -110,6 +110,17 @@ def read_table(
     return to_frame(con.sql(f'select {selected} from "{schema}"."{table}"'))
 
 
+def read_present_columns(
+    con: duckdb.DuckDBPyConnection, schema: str, table: str, wanted: tuple[str, ...]
+) -> pd.DataFrame | None:
+    """The wanted columns the table has (reading fewer columns of a wide table saves most of its
+    reading time and memory), or None when the table does not exist."""
+    if not table_exists(con, schema, table):
+        return None
+    present = set(table_columns(con, schema, table))
+    return read_table(con, schema, table, columns=[c for c in wanted if c in present])
+
+
 def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 

@@ -26,6 +26,7 @@ from icp_pipeline.alerts.channels import AlertMessage, OutboxChannel
 from icp_pipeline.contracts import staging, validate
 from icp_pipeline.frames import isin, joined_per_group
 from icp_pipeline.ingest.files import row_hash
+from icp_pipeline.profile.traits import ACCOUNT_ROW, TECHNOLOGY, TraitInputs, latest_observation
 from icp_pipeline.resolve.match import build_account_index, match_feed
 from icp_pipeline.resolve.normalize import normalize_domain
 from icp_pipeline.warehouse import replace_slice, replace_table, to_frame
@@ -376,3 +377,65 @@ def test_replace_table_scans_frames_arrow_cannot_convert() -> None:
     con = duckdb.connect()
     replace_table(con, "main", "written", frame)
     assert con.sql("select n from written order by n").fetchall() == [(1,), (2,)]
+
+
+# --------------------------------------------------------------------------- technologies split once
+
+
+def _technologies_by_splitting(
+    traits_accounts: pd.DataFrame, firmographics: pd.DataFrame, as_of: dt.date
+) -> list[tuple[str, str]]:
+    """Each account's latest stack by the date, split in Python: the pairs traits must give."""
+    latest = latest_observation(firmographics, as_of)
+    pairs: list[tuple[str, str]] = []
+    for account in traits_accounts["account_id"]:
+        if account not in latest.index or pd.isna(latest.at[account, "tech_stack"]):
+            continue
+        seen: list[str] = []
+        for item in str(latest.at[account, "tech_stack"]).split(";"):
+            if item.strip() and item.strip() not in seen:
+                seen.append(item.strip())
+        pairs += [(account, item) for item in seen]
+    return pairs
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_technologies_split_once_equal_splitting_each_dates_stacks(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    accounts = pd.DataFrame(
+        {
+            "account_id": pd.Series([f"A{i}" for i in range(120)], dtype="str"),
+            "industry": pd.Series(rng.choice(["Software", None], 120), dtype="str"),
+            "employee_count": rng.integers(1, 5000, 120),
+            "annual_revenue": rng.integers(1, 10**8, 120).astype(float),
+            "country": pd.Series(rng.choice(["US", "de"], 120), dtype="str"),
+            "created_at": pd.Series(
+                pd.to_datetime(rng.integers(0, 40, 120), unit="D", origin="2026-01-01", utc=True)
+            ).where(rng.random(120) > 0.2),
+        }
+    )
+    size = 500
+    stacks = [" Snowflake;AWS", "AWS;;aws; AWS", "", ";", "dbt; Snowflake ;dbt", None, "Looker"]
+    firmographics = pd.DataFrame(
+        {
+            "account_id": pd.Series(rng.choice([f"A{i}" for i in range(130)] + [None], size), dtype="str"),
+            "observed_at": pd.Series(
+                pd.to_datetime(rng.integers(0, 60, size), unit="D", origin="2026-01-01", utc=True)
+            ),
+            "industry": pd.Series(rng.choice(["Retail", None], size), dtype="str"),
+            "employee_count": rng.integers(1, 5000, size).astype(float),
+            "annual_revenue": np.nan,
+            "country": pd.Series(rng.choice(["FR", None], size), dtype="str"),
+            "founded_year": rng.integers(1990, 2020, size).astype(float),
+            "tech_stack": pd.Series(rng.choice(np.array(stacks, dtype=object), size), dtype="str"),
+        }
+    )
+    inputs = TraitInputs.prepare(accounts, firmographics)
+    for as_of in (dt.date(2026, 1, 10), dt.date(2026, 2, 1), dt.date(2026, 6, 1)):
+        traits = inputs.traits(as_of)
+        tech = traits.technologies
+        expected = _technologies_by_splitting(traits.accounts, firmographics, as_of)
+        assert list(zip(tech["account_id"], tech[TECHNOLOGY], strict=True)) == expected
+        assert expected, "the planted stacks give pairs on every date"
+        held_by = traits.accounts["account_id"].to_numpy()[tech[ACCOUNT_ROW].to_numpy()]
+        assert held_by.tolist() == tech["account_id"].tolist()

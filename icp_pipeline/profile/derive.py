@@ -275,7 +275,7 @@ def derive_profile(
         notes.append(f"cold start: only {len(closed)} closed deals (need {rules.cold_start_min_closed})")
         model = written_icp_model(design, written_criteria) if written_criteria else no_signal_model(design)
     else:
-        rows = design.account_ids.get_indexer(closed["account_id"].astype("str"))
+        rows = positions(closed["account_id"].astype("str"), design.account_ids)
         known = rows >= 0
         intercept, coefficients = fit_logistic(
             design.matrix[rows[known]], closed["won"].to_numpy()[known], rules.l2

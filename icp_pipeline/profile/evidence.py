@@ -16,7 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from icp_pipeline.frames import isin, positions
-from icp_pipeline.profile.traits import SINGLE_TRAITS, TECHNOLOGY, UNKNOWN, AccountTraits
+from icp_pipeline.profile.traits import ACCOUNT_ROW, SINGLE_TRAITS, TECHNOLOGY, UNKNOWN, AccountTraits
 
 
 @dataclass(frozen=True)
@@ -98,11 +98,8 @@ def trait_value_sums(traits: AccountTraits, weights: dict[str, np.ndarray]) -> p
         if trait == TECHNOLOGY:
             tech = traits.technologies
             codes, uniques = pd.factorize(tech[TECHNOLOGY].astype("str"))
-            holder = positions(tech["account_id"], accounts["account_id"])
-            found = holder >= 0
-            per_pair = {
-                name: np.where(found, weight[np.maximum(holder, 0)], 0.0) for name, weight in weights.items()
-            }
+            holder = tech[ACCOUNT_ROW].to_numpy()
+            per_pair = {name: weight[holder] for name, weight in weights.items()}
             add(TECHNOLOGY, codes, [str(v) for v in uniques], per_pair)
         elif trait in single:
             column = accounts[trait].astype("category")

@@ -12,7 +12,7 @@ from icp_pipeline.config import IcpConfig
 from icp_pipeline.contracts.staging import STAGING
 from icp_pipeline.errors import IcpInputError
 from icp_pipeline.profile.traits import FIRMOGRAPHIC_COLUMNS, AccountTraits, TraitInputs
-from icp_pipeline.warehouse import read_table, table_columns, table_exists
+from icp_pipeline.warehouse import read_present_columns, read_table
 
 
 @dataclass
@@ -66,10 +66,9 @@ EVIDENCE_COLUMNS: dict[str, tuple[str, ...]] = {
 
 def _read(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame | None:
     wanted = EVIDENCE_COLUMNS.get(table)
-    if wanted is None or not table_exists(con, STAGING, table):
+    if wanted is None:
         return read_table(con, STAGING, table)
-    present = set(table_columns(con, STAGING, table))
-    return read_table(con, STAGING, table, columns=[c for c in wanted if c in present])
+    return read_present_columns(con, STAGING, table, wanted)
 
 
 def _optional(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame | None:

@@ -21,6 +21,8 @@ from icp_pipeline.bands import company_age_band, employee_band, revenue_band
 from icp_pipeline.frames import positions
 
 UNKNOWN = "unknown"
+# The column of `AccountTraits.technologies` holding the row of the account in `accounts`.
+ACCOUNT_ROW = "account_row"
 SINGLE_TRAITS: tuple[str, ...] = (
     "industry",
     "employee_band",
@@ -53,7 +55,9 @@ FUNDING_STAGE_ORDER: tuple[str, ...] = (
 
 @dataclass
 class AccountTraits:
-    """One row per account with its single-valued traits, plus (account_id, technology) pairs."""
+    """One row per account with its single-valued traits, plus (account_id, technology) pairs;
+    each pair carries its account's row in `accounts` (`account_row`), so learning and scoring
+    place pairs with an integer take rather than a join on account id text."""
 
     accounts: pd.DataFrame
     technologies: pd.DataFrame
@@ -153,34 +157,61 @@ def _categorical_of_categories(values: pd.Series) -> pd.Series:
     return pd.Series(categorical, index=values.index, name=values.name)
 
 
-def _technology_pairs(stacks: pd.Series) -> pd.DataFrame:
-    """(account_id, technology) for each ";"-separated item of each account's tech stack.
+@dataclass
+class TechnologyItems:
+    """Every firmographic row's technologies, split once: pairs (feed row, technology code).
 
-    Split with arrow kernels (`split_pattern`, `list_flatten`): pandas' `.str.split` builds a
-    Python list per row. Items are trimmed; empty items and repeats within an account are dropped.
+    Pairs are in feed row order, then in the order the stack names them; empty items and repeats
+    within a stack are dropped. Each as-of date then picks the pairs of the rows it observes with
+    integer takes, instead of splitting a million stacks again per date.
     """
-    if not len(stacks):
-        return pd.DataFrame({"account_id": pd.Series(dtype="str"), TECHNOLOGY: pd.Series(dtype="str")})
-    text = pa.array(stacks.astype("str").array)
-    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
-    parts = pc.split_pattern(text, ";")
-    items = pc.utf8_trim_whitespace(pc.list_flatten(parts))
-    owners = pc.list_parent_indices(parts).to_numpy()
-    account_ids = pa.array(stacks.index.astype("str").array)
-    account_ids = account_ids.combine_chunks() if isinstance(account_ids, pa.ChunkedArray) else account_ids
-    pairs = pd.DataFrame(
+
+    row: np.ndarray
+    code: np.ndarray
+    values: pa.Array
+
+    @classmethod
+    def split(cls, stacks: pd.Series) -> TechnologyItems:
+        """Split with arrow kernels (`split_pattern`, `list_flatten`): pandas' `.str.split` builds a
+        Python list per row. Items are trimmed; a missing stack has no items."""
+        text = pa.array(stacks.astype("str").array, type=pa.large_string())
+        text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+        parts = pc.split_pattern(text, ";")
+        items = pc.utf8_trim_whitespace(pc.list_flatten(parts))
+        row = pc.list_parent_indices(parts).to_numpy().astype(np.int64)
+        encoded = pc.dictionary_encode(items)
+        code = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        values = encoded.dictionary
+        blank = pc.equal(values, "").to_numpy(zero_copy_only=False)
+        kept = ~blank[code] if len(values) else np.ones(len(code), dtype=bool)
+        # One pair per (row, technology): the first mention in a stack.
+        kept &= ~pd.Series(row * (len(values) + 1) + code).duplicated().to_numpy()
+        return cls(row[kept], code[kept], values)
+
+    def pairs(self, owner_of_row: np.ndarray, owner_ids: pa.Array) -> pd.DataFrame:
+        """(account_id, technology, account_row) for the rows with an owner (`owner_of_row` >= 0:
+        the owner's position in `owner_ids`), in owner order, then in stack order."""
+        owner = owner_of_row[self.row]
+        taken = np.flatnonzero(owner >= 0)
+        taken = taken[np.argsort(owner[taken], kind="stable")]
+        account_row = owner[taken]
+        return pd.DataFrame(
+            {
+                "account_id": pd.Series(pd.array(owner_ids.take(account_row), dtype="str"), copy=False),
+                TECHNOLOGY: pd.Series(pd.array(self.values.take(self.code[taken]), dtype="str"), copy=False),
+                ACCOUNT_ROW: account_row,
+            }
+        )
+
+
+def _no_technologies() -> pd.DataFrame:
+    return pd.DataFrame(
         {
-            "account_id": pd.Series(pd.array(account_ids.take(owners), dtype="str"), copy=False),
-            TECHNOLOGY: pd.Series(pd.array(items, dtype="str"), copy=False),
+            "account_id": pd.Series(dtype="str"),
+            TECHNOLOGY: pd.Series(dtype="str"),
+            ACCOUNT_ROW: pd.Series(dtype=np.int64),
         }
     )
-    kept = (pairs[TECHNOLOGY].notna() & (pairs[TECHNOLOGY] != "")).to_numpy().copy()
-    # One row per (account, technology): stacks has one row per account, so its row number and
-    # the technology's code identify a pair without hashing the account id text.
-    tech_codes, uniques = pd.factorize(pairs[TECHNOLOGY])
-    pair_codes = owners.astype(np.int64) * (len(uniques) + 1) + tech_codes
-    kept &= ~pd.Series(pair_codes).duplicated().to_numpy()
-    return pairs[kept].reset_index(drop=True)
 
 
 @dataclass
@@ -201,6 +232,7 @@ class TraitInputs:
     funding_account: np.ndarray | None = None
     funding_stage: np.ndarray | None = None
     funding_rank: np.ndarray | None = None
+    technologies: TechnologyItems | None = None
 
     @classmethod
     def prepare(
@@ -223,7 +255,9 @@ class TraitInputs:
             feed = firmographics[list(FIRMOGRAPHIC_COLUMNS)]
             account = positions(feed["account_id"], own["account_id"])
             kept = account >= 0  # rows of accounts outside the CRM never reach an account's traits
-            inputs.firmographics = feed[kept].drop(columns="account_id").reset_index(drop=True)
+            observations = feed[kept].drop(columns="account_id").reset_index(drop=True)
+            inputs.technologies = TechnologyItems.split(observations.pop("tech_stack"))
+            inputs.firmographics = observations
             inputs.firmographic_account = account[kept]
         if funding_rounds is not None and len(funding_rounds):
             rounds = funding_rounds[["account_id", "round_type", "announced_at"]]
@@ -249,20 +283,27 @@ class TraitInputs:
             current["country"],
         )
         founded = pd.Series(np.nan, index=current.index, dtype="Float64")
-        stacks = pd.Series(dtype="str")
+        ids = pa.array(current.index.astype("str").array, type=pa.large_string())
+        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        technologies = _no_technologies()
         if self.firmographics is not None and self.firmographic_account is not None:
             feed, account = self.firmographics, self.firmographic_account
             known = np.flatnonzero((feed["observed_at"] < end).to_numpy())
             latest = _last_per_group(
                 account[known], feed["observed_at"].array.asi8[known], known, len(self.accounts)
             )
-            observed = _rows_or_missing(feed, latest[current_rows], current.index)
+            observed_rows = latest[current_rows]
+            observed = _rows_or_missing(feed, observed_rows, current.index)
             industry = industry.fillna(observed["industry"])
             employees = employees.fillna(observed["employee_count"].astype("Float64"))
             revenue = revenue.fillna(observed["annual_revenue"].astype("Float64"))
             country = country.fillna(observed["country"])
             founded = observed["founded_year"].astype("Float64")
-            stacks = observed["tech_stack"].dropna()
+            if self.technologies is not None:
+                owner_of_row = np.full(len(feed), -1, dtype=np.int64)
+                seen = observed_rows >= 0
+                owner_of_row[observed_rows[seen]] = np.flatnonzero(seen)
+                technologies = self.technologies.pairs(owner_of_row, ids)
             sources["firmographics"] = "latest observation by as-of date"
         frame["industry"] = _categorical(industry)
         frame["employee_band"] = _categorical(employee_band(employees))
@@ -283,7 +324,6 @@ class TraitInputs:
         for column in self.custom_columns:
             if column in current:
                 frame[column] = _categorical(current[column])
-        technologies = _technology_pairs(stacks)
         frame.index.name = "account_id"
         return AccountTraits(accounts=frame.reset_index(), technologies=technologies, sources=sources)
 

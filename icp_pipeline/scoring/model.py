@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, sparse
 
-from icp_pipeline.frames import isin, positions
-from icp_pipeline.profile.traits import TECHNOLOGY, UNKNOWN, AccountTraits
+from icp_pipeline.frames import positions
+from icp_pipeline.profile.traits import ACCOUNT_ROW, TECHNOLOGY, UNKNOWN, AccountTraits
 
 MAX_POINTS_PER_LOGIT = 20.0
 SCORE_SPAN = 90.0
@@ -54,7 +54,7 @@ def build_design(traits: AccountTraits, min_tech_accounts: int = 1) -> Design:
     """One-hot columns for every level of every single-valued trait (unknown included) and each technology.
 
     Built as one CSR matrix from integer codes: each single-valued trait puts exactly one entry
-    in every row, technologies are found with an arrow hash join; no text index lookups.
+    in every row, technologies sit in their account's row (`account_row`); no text index lookups.
     """
     frame = traits.accounts
     ids = pd.Index(frame["account_id"].astype("str"))
@@ -72,11 +72,9 @@ def build_design(traits: AccountTraits, min_tech_accounts: int = 1) -> Design:
     counts = tech[TECHNOLOGY].value_counts()
     kept = sorted(counts[counts >= min_tech_accounts].index)
     if kept:
-        tech = tech[isin(tech[TECHNOLOGY], pd.Index(kept, dtype="str"))]
-        rows = positions(tech["account_id"].astype("str"), ids)
         cols = positions(tech[TECHNOLOGY], pd.Index(kept, dtype="str"))
-        valid = rows >= 0
-        rows_of.append(rows[valid])
+        valid = cols >= 0
+        rows_of.append(tech[ACCOUNT_ROW].to_numpy()[valid])
         cols_of.append(cols[valid] + len(names))
         names += [(TECHNOLOGY, value, TECHNOLOGY) for value in kept]
     if rows_of:

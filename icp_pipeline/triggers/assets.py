@@ -10,9 +10,9 @@ from icp_pipeline.contracts.staging import STAGING
 from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.resources import IcpSettings, partition_date
 from icp_pipeline.scoring.assets import PROFILE
-from icp_pipeline.triggers.detect import EVENT_COLUMNS, detect_all
+from icp_pipeline.triggers.detect import EVENT_COLUMNS, FEED_COLUMNS, detect_all
 from icp_pipeline.triggers.net_new import model_from_profile_rows, net_new_accounts
-from icp_pipeline.warehouse import connect, read_table, replace_slice, table_exists
+from icp_pipeline.warehouse import connect, read_present_columns, replace_slice, table_exists
 
 TRIGGER_EVENTS = dg.AssetKey(["icp", "trigger_events"])
 FEEDS = ("funding_rounds", "job_postings", "leadership_changes", "firmographics")
@@ -53,7 +53,7 @@ def trigger_events(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.Ma
     config = icp.load_config()
     as_of = partition_date(context)
     with connect(icp.warehouse_path(), read_only=True) as con:
-        feeds = {feed: read_table(con, STAGING, feed) for feed in FEEDS}
+        feeds = {feed: read_present_columns(con, STAGING, feed, FEED_COLUMNS[feed]) for feed in FEEDS}
         profile_rows = con.execute("select * from icp.icp_profile where as_of = ?", [as_of]).df()
     events, skipped = detect_all(feeds, as_of, config.triggers)
     for note in skipped:

@@ -203,6 +203,23 @@ def leadership_events(changes: pd.DataFrame, as_of: dt.date, config: TriggerConf
 
 
 OBSERVATION_COLUMNS = ("account_id", "observed_at", "employee_count", "tech_stack", "_raw_key")
+# The staged feed columns trigger detection reads; firmographics also give net-new companies
+# (their name, domain and traits). Staged feeds carry lineage and matching columns besides.
+FEED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "funding_rounds": ("account_id", "round_id", "round_type", "amount_usd", "announced_at"),
+    "job_postings": ("account_id", "posting_id", "posted_at", "department"),
+    "leadership_changes": ("account_id", "change_id", "change_type", "title", "person_name", "effective_at"),
+    "firmographics": (
+        *OBSERVATION_COLUMNS,
+        "norm_domain",
+        "domain",
+        "company_name",
+        "industry",
+        "annual_revenue",
+        "country",
+        "founded_year",
+    ),
+}
 
 
 def latest_observations(firmographics: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
@@ -357,4 +374,4 @@ def detect_all(
     return events.drop_duplicates("event_id", ignore_index=True), skipped
 
 
-__all__ = ["detect_all", "title_level", "title_function", "event_ids", "EVENT_COLUMNS"]
+__all__ = ["detect_all", "title_level", "title_function", "event_ids", "EVENT_COLUMNS", "FEED_COLUMNS"]
