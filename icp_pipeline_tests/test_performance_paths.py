@@ -324,6 +324,37 @@ def test_text_to_number_matches_pandas(values: list[str | None]) -> None:
     pd.testing.assert_series_equal(validate._to_number(text), expected)
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["2026-01-01", "2024-02-29", "0001-01-01", "9999-12-31", None, ""],
+        ["2026-01-01 10:00:00", "2026-01-01T10:00", "2026-01-01T10", "1970-01-01T00:00:00.000001"],
+        ["2026-01-01T10:00:00Z", "2026-01-01T10:00:00+02:00", "2026-01-01T10:00:00-0530", None],
+        ["2026-01-01T10:00:00Z", "2026-01-01"],  # offsets and none: pandas decides
+        ["2026-1-1", "2026-01", "2026", "20260101T100000", "2026-01-01T10:00:00.Z"],
+        ["2026-02-29", "2026-01-01T24:00:00", "2026-W01", "2026-01-01t10:00:00", "soon"],
+        ["2026-01-01T10:00:00.123456789", "2026-01-01T10:00:00,5", "+2026-01-01"],
+        [None, None],
+        [],
+    ],
+)
+def test_text_to_timestamp_matches_pandas(values: list[str | None]) -> None:
+    text = pd.Series(values, dtype="str", index=np.arange(len(values)) * 7 + 3, name="at")
+    expected = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce").astype("datetime64[us, UTC]")
+    pd.testing.assert_series_equal(validate._to_timestamp(text), expected)
+
+
+def test_text_to_timestamp_matches_pandas_on_random_times() -> None:
+    rng = np.random.default_rng(11)
+    moments = pd.Series(pd.to_datetime(rng.integers(-(4 * 10**9), 4 * 10**9, 5_000), unit="s"))
+    for form in ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S+01:30"):
+        text = pd.Series(moments.dt.strftime(form), dtype="str")
+        expected = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce").astype(
+            "datetime64[us, UTC]"
+        )
+        pd.testing.assert_series_equal(validate._to_timestamp(text), expected)
+
+
 def test_text_to_number_matches_pandas_on_random_decimals() -> None:
     rng = np.random.default_rng(5)
     numbers = rng.random(20_000) * 10.0 ** rng.integers(-6, 16, 20_000)
