@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from icp_pipeline.config import Criterion, IcpConfig, ProfileConfig, WrittenIcp
 from icp_pipeline.demo.generate import DemoSpec
 from icp_pipeline.profile.derive import HARD_NO, MUST_HAVE, derive_profile
-from icp_pipeline.profile.learn import Evidence
+from icp_pipeline.profile.learn import Evidence, read_evidence
 from icp_pipeline.scoring.score import score_accounts
 from icp_pipeline.scoring.validation import auc, holdout_validation
 from icp_pipeline_tests.staged_demo import load_evidence, staged_demo
@@ -172,3 +173,16 @@ def test_cold_start_scores_from_the_written_icp(planted) -> None:
         scores.loc[software, "fit_score"]
         > scores.loc[~software & scores["fit_score"].notna(), "fit_score"].max() - 1
     )
+
+
+def test_evidence_read_for_a_config_gives_the_same_traits_with_its_custom_ones(planted) -> None:
+    drop, evidence, _ = planted
+    config = IcpConfig(icp=ProfileConfig(custom_columns=("owner_id",)))
+    with duckdb.connect(str(drop.parent / "warehouse.duckdb"), read_only=True) as con:
+        narrow = read_evidence(con, config.icp.custom_columns)
+    assert "owner_id" in narrow.accounts and "name" not in narrow.accounts
+    for as_of in (AS_OF, dt.date(2025, 11, 1)):
+        mine, whole = narrow.traits(config, as_of), evidence.traits(config, as_of)
+        assert "owner_id" in mine.accounts
+        pd.testing.assert_frame_equal(mine.accounts, whole.accounts)
+        pd.testing.assert_frame_equal(mine.technologies, whole.technologies)

@@ -56,7 +56,7 @@ def drift_metrics_asset(context: dg.AssetExecutionContext, icp: IcpSettings) -> 
     config = icp.load_config()
     as_of = partition_date(context)
     with connect(icp.warehouse_path(), read_only=True) as con:
-        evidence = read_evidence(con)
+        evidence = read_evidence(con, config.icp.custom_columns)
         flags = read_table(con, "icp", "drift_flags")
     report = drift_metrics(evidence, config, as_of)
     was_flagged = previous_state(flags, as_of)

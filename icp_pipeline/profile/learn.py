@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -11,7 +12,7 @@ import pandas as pd
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.contracts.staging import STAGING
 from icp_pipeline.errors import IcpInputError
-from icp_pipeline.profile.traits import FIRMOGRAPHIC_COLUMNS, AccountTraits, TraitInputs
+from icp_pipeline.profile.traits import ACCOUNT_COLUMNS, FIRMOGRAPHIC_COLUMNS, AccountTraits, TraitInputs
 from icp_pipeline.warehouse import read_present_columns, read_table
 
 
@@ -45,9 +46,9 @@ class Evidence:
         return self._traits[key]
 
 
-# The columns learning, validation and drift read from each staged table (accounts are read whole:
-# any of their columns can be a custom trait). Leaving out the lineage, raw and matching columns
-# saves a third of the memory and of the reading time at a million accounts.
+# The columns learning, validation and drift read from each staged table (accounts: those traits
+# are made of, plus the configured custom traits). Leaving out the lineage, raw and matching
+# columns saves a third of the memory and of the reading time at a million accounts.
 EVIDENCE_COLUMNS: dict[str, tuple[str, ...]] = {
     "opportunities": (
         "opportunity_id",
@@ -76,8 +77,14 @@ def _optional(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame | None
     return frame if frame is not None and len(frame) else None
 
 
-def read_evidence(con: duckdb.DuckDBPyConnection) -> Evidence:
-    accounts = read_table(con, STAGING, "accounts")
+def read_evidence(con: duckdb.DuckDBPyConnection, custom_columns: Sequence[str] | None = None) -> Evidence:
+    """The staged evidence; with `custom_columns` (the config's custom traits), only the account
+    columns traits are built from, else every account column."""
+    accounts = (
+        read_table(con, STAGING, "accounts")
+        if custom_columns is None
+        else read_present_columns(con, STAGING, "accounts", (*ACCOUNT_COLUMNS, "created_at", *custom_columns))
+    )
     opportunities = _read(con, "opportunities")
     if accounts is None or opportunities is None:
         raise IcpInputError("staging.accounts and staging.opportunities are needed; run ingestion first")

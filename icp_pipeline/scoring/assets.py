@@ -59,7 +59,7 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
     config = icp.load_config()
     as_of = partition_date(context)
     with connect(icp.warehouse_path(), read_only=True) as con:
-        evidence_inputs = read_evidence(con)
+        evidence_inputs = read_evidence(con, config.icp.custom_columns)
     traits = evidence_inputs.traits(config, as_of)
     profile, design = derive_profile(
         traits, evidence_inputs.opportunities, evidence_inputs.subscriptions, config, as_of
@@ -129,7 +129,7 @@ def score_validation(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.
     config = icp.load_config()
     as_of = partition_date(context)
     with connect(icp.warehouse_path(), read_only=True) as con:
-        inputs = read_evidence(con)
+        inputs = read_evidence(con, config.icp.custom_columns)
     metrics, _ = holdout_validation(
         inputs,
         config,
