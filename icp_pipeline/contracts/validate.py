@@ -328,7 +328,7 @@ def _checked_columns(frame: pd.DataFrame, rules: Sequence[RowRuleSpec]) -> pd.Da
         elif isinstance(values.dtype, pd.api.extensions.ExtensionDtype) and values.dtype.kind in "iuf":
             values = values.astype("float64")
         checked[column] = values
-    return pd.DataFrame(checked)
+    return pd.DataFrame(checked, copy=False)  # no consolidating copy of the number columns
 
 
 def _row_key(frame: pd.DataFrame) -> pd.Series:
