@@ -97,10 +97,15 @@ def trait_value_sums(traits: AccountTraits, weights: dict[str, np.ndarray]) -> p
     for trait in order:
         if trait == TECHNOLOGY:
             tech = traits.technologies
-            codes, uniques = pd.factorize(tech[TECHNOLOGY].astype("str"))
+            technology = tech[TECHNOLOGY].astype("category")
             holder = tech[ACCOUNT_ROW].to_numpy()
             per_pair = {name: weight[holder] for name, weight in weights.items()}
-            add(TECHNOLOGY, codes, [str(v) for v in uniques], per_pair)
+            add(
+                TECHNOLOGY,
+                technology.cat.codes.to_numpy(),
+                [str(v) for v in technology.cat.categories],
+                per_pair,
+            )
         elif trait in single:
             column = accounts[trait].astype("category")
             values = [str(v) for v in column.cat.categories]

@@ -56,8 +56,8 @@ FUNDING_STAGE_ORDER: tuple[str, ...] = (
 @dataclass
 class AccountTraits:
     """One row per account with its single-valued traits, plus (account_id, technology) pairs;
-    each pair carries its account's row in `accounts` (`account_row`), so learning and scoring
-    place pairs with an integer take rather than a join on account id text."""
+    each pair carries its account's row in `accounts` (`account_row`) and the technology is a
+    categorical, so learning and scoring place pairs with integer codes, not text joins."""
 
     accounts: pd.DataFrame
     technologies: pd.DataFrame
@@ -170,6 +170,10 @@ class TechnologyItems:
     code: np.ndarray
     values: pa.Array
 
+    @property
+    def categories(self) -> pd.Index:
+        return pd.Index(pd.array(self.values, dtype="str"))
+
     @classmethod
     def split(cls, stacks: pd.Series) -> TechnologyItems:
         """Split with arrow kernels (`split_pattern`, `list_flatten`): pandas' `.str.split` builds a
@@ -181,9 +185,10 @@ class TechnologyItems:
         row = pc.list_parent_indices(parts).to_numpy().astype(np.int64)
         encoded = pc.dictionary_encode(items)
         code = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        values = encoded.dictionary
-        blank = pc.equal(values, "").to_numpy(zero_copy_only=False)
-        kept = ~blank[code] if len(values) else np.ones(len(code), dtype=bool)
+        named = pc.not_equal(encoded.dictionary, "").to_numpy(zero_copy_only=False)
+        values = encoded.dictionary.filter(pa.array(named))  # the blank item is no technology
+        kept = named[code] if len(named) else np.ones(len(code), dtype=bool)
+        code = (np.cumsum(named) - 1)[code] if len(named) else code
         # One pair per (row, technology): the first mention in a stack. Keys come nearly sorted (by
         # row), which a stable sort orders three times faster than a hash finds repeats.
         key = row * (len(values) + 1) + code
@@ -203,7 +208,7 @@ class TechnologyItems:
         return pd.DataFrame(
             {
                 "account_id": pd.Series(pd.array(owner_ids.take(account_row), dtype="str"), copy=False),
-                TECHNOLOGY: pd.Series(pd.array(self.values.take(self.code[taken]), dtype="str"), copy=False),
+                TECHNOLOGY: pd.Categorical.from_codes(self.code[taken], categories=self.categories),
                 ACCOUNT_ROW: account_row,
             }
         )
@@ -213,7 +218,7 @@ def _no_technologies() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "account_id": pd.Series(dtype="str"),
-            TECHNOLOGY: pd.Series(dtype="str"),
+            TECHNOLOGY: pd.Categorical([], categories=pd.Index([], dtype="str")),
             ACCOUNT_ROW: pd.Series(dtype=np.int64),
         }
     )

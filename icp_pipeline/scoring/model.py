@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, sparse
 
-from icp_pipeline.frames import positions
 from icp_pipeline.profile.traits import ACCOUNT_ROW, TECHNOLOGY, UNKNOWN, AccountTraits
 
 MAX_POINTS_PER_LOGIT = 20.0
@@ -69,14 +68,21 @@ def build_design(traits: AccountTraits, min_tech_accounts: int = 1) -> Design:
         cols_of.append(codes.cat.codes.to_numpy().astype(np.int64) + len(names))
         names += [(trait, str(value), trait) for value in categories]
     tech = traits.technologies
-    counts = tech[TECHNOLOGY].value_counts()
-    kept = sorted(counts[counts >= min_tech_accounts].index)
+    technology = tech[TECHNOLOGY].astype("category")
+    codes = technology.cat.codes.to_numpy().astype(np.int64)
+    values = [str(value) for value in technology.cat.categories]
+    counts = np.bincount(codes, minlength=len(values))
+    kept = sorted(
+        (value, code) for code, value in enumerate(values) if counts[code] >= max(min_tech_accounts, 1)
+    )
     if kept:
-        cols = positions(tech[TECHNOLOGY], pd.Index(kept, dtype="str"))
+        column_of_code = np.full(len(values), -1, dtype=np.int64)
+        column_of_code[[code for _, code in kept]] = np.arange(len(kept))
+        cols = column_of_code[codes]
         valid = cols >= 0
         rows_of.append(tech[ACCOUNT_ROW].to_numpy()[valid])
         cols_of.append(cols[valid] + len(names))
-        names += [(TECHNOLOGY, value, TECHNOLOGY) for value in kept]
+        names += [(TECHNOLOGY, value, TECHNOLOGY) for value, _ in kept]
     if rows_of:
         rows, cols = np.concatenate(rows_of), np.concatenate(cols_of)
         matrix = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, len(names)))
