@@ -25,6 +25,7 @@ import pytest
 from icp_pipeline.alerts.channels import AlertMessage, OutboxChannel
 from icp_pipeline.contracts import staging, validate
 from icp_pipeline.frames import isin, joined_per_group
+from icp_pipeline.ingest import files
 from icp_pipeline.ingest.files import row_hash
 from icp_pipeline.profile.traits import ACCOUNT_ROW, TECHNOLOGY, TraitInputs, latest_observation
 from icp_pipeline.resolve.match import build_account_index, match_feed
@@ -470,3 +471,25 @@ def test_technologies_split_once_equal_splitting_each_dates_stacks(seed: int) ->
         assert expected, "the planted stacks give pairs on every date"
         held_by = traits.accounts["account_id"].to_numpy()[tech[ACCOUNT_ROW].to_numpy()]
         assert held_by.tolist() == tech["account_id"].tolist()
+
+
+# --------------------------------------------------------------------------- encoding check
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"id,name\n1,abcdefgh\n", "utf-8"),
+        ("id,name\n1,abcdeé\n2,xyzxyzxyz\n".encode(), "utf-8"),  # é split across blocks, ASCII after
+        (b"id,name\n1,abcde\xc3xyzxyzxy\xa9\n", "cp1252"),  # cut off by ASCII, then a continuation byte
+        (b"id,name\n1,abcdefghijklmnop\n2,caf\xe9\n", "cp1252"),  # invalid only in a late block
+        (b"id,name\r1,caf\xd5\r", "mac_roman"),
+    ],
+)
+def test_encoding_check_skipping_ascii_blocks_finds_what_decoding_finds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes, expected: str
+) -> None:
+    monkeypatch.setattr(files, "CSV_BLOCK_BYTES", 8)
+    file = tmp_path / "t.csv"
+    file.write_bytes(content)
+    assert files.detect_encoding(file) == expected

@@ -102,6 +102,8 @@ def detect_encoding(file: Path) -> str:
     try:
         with file.open("rb") as handle:
             while block := handle.read(CSV_BLOCK_BYTES):
+                if block.isascii() and not decoder.getstate()[0]:
+                    continue  # ASCII is UTF-8; checking it is a scan, decoding it a copy
                 decoder.decode(block)
             decoder.decode(b"", final=True)
     except UnicodeDecodeError:
