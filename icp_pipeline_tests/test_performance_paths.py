@@ -24,6 +24,7 @@ import pytest
 
 from icp_pipeline.alerts.channels import AlertMessage, OutboxChannel
 from icp_pipeline.contracts import staging, validate
+from icp_pipeline.drift.metrics import js_distance, psi
 from icp_pipeline.frames import isin, joined_per_group
 from icp_pipeline.ingest import files
 from icp_pipeline.ingest.files import row_hash
@@ -493,3 +494,25 @@ def test_encoding_check_skipping_ascii_blocks_finds_what_decoding_finds(
     file = tmp_path / "t.csv"
     file.write_bytes(content)
     assert files.detect_encoding(file) == expected
+
+
+# --------------------------------------------------------------------------- drift shares on categories
+
+
+def test_population_drift_of_categorical_traits_equals_that_of_their_text() -> None:
+    rng = np.random.default_rng(5)
+    levels = ["Software", "Retail", "unknown", "Health", "Energy"]
+
+    def trait(size: int, weights: list[float]) -> pd.Series:
+        values = pd.Series(rng.choice(levels, size, p=weights), dtype="str")
+        values[rng.random(size) < 0.05] = None
+        return values.astype(pd.CategoricalDtype([*levels, "Unused"]))
+
+    reference = trait(4000, [0.4, 0.3, 0.2, 0.1, 0.0])
+    current = trait(3000, [0.2, 0.3, 0.3, 0.1, 0.1])
+    as_text = reference.astype("str"), current.astype("str")
+    assert psi(reference, current) == pytest.approx(psi(*as_text), rel=1e-12)
+    assert js_distance(reference, current) == pytest.approx(js_distance(*as_text), rel=1e-12)
+    assert psi(reference, current) > 0.05
+    only_unknown = pd.Series(["unknown"] * 10, dtype="category")
+    assert np.isnan(psi(only_unknown, current)) and np.isnan(js_distance(only_unknown, current))
