@@ -264,18 +264,26 @@ def derive_profile(
     customers = customer_value(outcomes, subscriptions, as_of)
     best = best_customers(customers, rules.best_customer_share)
     top = best[: EvidenceRules.top_customers]
+    # Each deal's account row, found once: the design has the traits' rows, in their order.
+    deal_rows = positions(outcomes["account_id"], traits.accounts["account_id"])
     evidence = trait_evidence(
-        traits, outcomes, best, top, EvidenceRules(rules.min_closed_with, rules.min_won_with, rules.alpha)
+        traits,
+        outcomes,
+        best,
+        top,
+        EvidenceRules(rules.min_closed_with, rules.min_won_with, rules.alpha),
+        deal_rows,
     )
     design = build_design(traits)
-    closed = outcomes[outcomes["closed"]]
+    is_closed = outcomes["closed"].to_numpy(dtype=bool)
+    closed = outcomes[is_closed]
     notes: list[str] = []
     written_criteria = [(c.trait, c.values) for c in rules.written.must_have] if rules.written else []
     if len(closed) < rules.cold_start_min_closed:
         notes.append(f"cold start: only {len(closed)} closed deals (need {rules.cold_start_min_closed})")
         model = written_icp_model(design, written_criteria) if written_criteria else no_signal_model(design)
     else:
-        rows = positions(closed["account_id"].astype("str"), design.account_ids)
+        rows = deal_rows[is_closed]
         known = rows >= 0
         intercept, coefficients = fit_logistic(
             design.matrix[rows[known]], closed["won"].to_numpy()[known], rules.l2
@@ -298,15 +306,14 @@ def derive_profile(
     metrics, audit = pd.DataFrame(), pd.DataFrame()
     if describe:
         fit = np.isin(tiers, ["A", "B"])
-        # Each deal's and customer's account, found once; accounts outside the design are in neither group.
-        deal_account = positions(outcomes["account_id"], design.account_ids)
+        # Each customer's account, found once; accounts outside the design are in neither group.
         customer_account = positions(customers["account_id"], design.account_ids)
         metrics = pd.DataFrame(
             [
                 _group_metrics(
                     label,
                     int(group.sum()),
-                    outcomes[_held_by(group, deal_account)],
+                    outcomes[_held_by(group, deal_rows)],
                     customers[_held_by(group, customer_account)],
                     config,
                 )

@@ -125,10 +125,13 @@ def trait_value_sums(traits: AccountTraits, weights: dict[str, np.ndarray]) -> p
 
 
 def account_totals(
-    traits: AccountTraits, account_ids: pd.Series, values: np.ndarray
+    traits: AccountTraits, account_ids: pd.Series, values: np.ndarray, rows: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of `traits.accounts`: how many rows name it, and the sum of their `values`."""
-    found = positions(account_ids, traits.accounts["account_id"])
+    """Per row of `traits.accounts`: how many rows name it, and the sum of their `values`.
+
+    `rows`: each id's row in `traits.accounts` (-1: none), when the caller has found them already.
+    """
+    found = positions(account_ids, traits.accounts["account_id"]) if rows is None else rows
     named = found >= 0
     size = len(traits.accounts)
     counts = np.bincount(found[named], minlength=size).astype(np.float64)
@@ -137,11 +140,15 @@ def account_totals(
 
 
 def _trait_value_counts(
-    traits: AccountTraits, closed: pd.DataFrame, best: pd.Index, top_customers: pd.Index
+    traits: AccountTraits,
+    closed: pd.DataFrame,
+    best: pd.Index,
+    top_customers: pd.Index,
+    closed_rows: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Per (trait, value): accounts, best and top customers, closed and won deals of its holders."""
     ids = traits.accounts["account_id"]
-    deals, wins = account_totals(traits, closed["account_id"], closed["won"].to_numpy())
+    deals, wins = account_totals(traits, closed["account_id"], closed["won"].to_numpy(), closed_rows)
     return trait_value_sums(
         traits,
         {
@@ -159,13 +166,19 @@ def trait_evidence(
     best: pd.Index,
     top_customers: pd.Index,
     rules: EvidenceRules | None = None,
+    deal_rows: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One row per trait value with support, lift, win rates, p and q values and a verdict hint."""
+    """One row per trait value with support, lift, win rates, p and q values and a verdict hint.
+
+    `deal_rows`: each opportunity's account row in `traits.accounts` (-1: none), if known.
+    """
     rules = rules or EvidenceRules()
     n_accounts = len(traits.accounts)
-    closed = opportunities[opportunities["closed"]]
+    is_closed = opportunities["closed"].to_numpy(dtype=bool)
+    closed = opportunities[is_closed]
     total_closed, total_won = len(closed), int(closed["won"].sum())
-    table = _trait_value_counts(traits, closed, best, top_customers)
+    closed_rows = deal_rows[is_closed] if deal_rows is not None else None
+    table = _trait_value_counts(traits, closed, best, top_customers, closed_rows)
     for column in ("closed_with", "won_with", "best_with", "top_with"):
         table[column] = table[column].fillna(0).astype(np.int64)
     table["lost_with"] = table["closed_with"] - table["won_with"]
