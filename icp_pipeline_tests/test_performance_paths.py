@@ -269,6 +269,9 @@ def test_latest_per_key_keeps_the_rows_a_stable_sort_keeps(
     kept, unique = validate._latest_per_key(frame, key, order)
     assert kept.tolist() == _latest_per_key_by_sorting(frame, key, order).tolist()
     assert unique
+    distinct = frame.drop_duplicates(subset=key)  # one row per key: every row is kept
+    kept, unique = validate._latest_per_key(distinct, key, order)
+    assert kept.tolist() == np.sort(distinct.index.to_numpy()).tolist() and unique
 
 
 # --------------------------------------------------------------------------- matching normalised domains

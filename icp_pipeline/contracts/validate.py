@@ -491,6 +491,9 @@ def _latest_per_key(candidates: pd.DataFrame, key: list[str], order: list[str]) 
     The same rows as a stable `sort_values` followed by `drop_duplicates(keep="first")`, found with
     numpy on integer codes: sorting and hashing millions of text keys took seconds.
     """
+    codes = pd.DataFrame({column: pd.factorize(candidates[column])[0] for column in key})
+    if not (codes[key[0]].duplicated() if len(key) == 1 else codes.duplicated()).any():
+        return np.sort(candidates.index.to_numpy()), True  # one row per key: nothing to choose
     descending = [_descending(candidates[column]) for column in order]
     if any(d is None for d in descending):
         ordered = candidates.sort_values(order, ascending=False, na_position="last", kind="stable")
@@ -498,7 +501,6 @@ def _latest_per_key(candidates: pd.DataFrame, key: list[str], order: list[str]) 
         kept = ordered[first]
         return np.sort(kept.index.to_numpy()), not kept.duplicated(subset=key).any()
     position = np.lexsort(descending[::-1]) if descending else np.arange(len(candidates))
-    codes = pd.DataFrame({column: pd.factorize(candidates[column])[0] for column in key})
     codes = codes.iloc[position].reset_index(drop=True)
     first = ~(codes[key[0]].duplicated() if len(key) == 1 else codes.duplicated()).to_numpy()
     unique = not (
