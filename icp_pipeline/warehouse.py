@@ -118,7 +118,7 @@ def read_present_columns(
     if not table_exists(con, schema, table):
         return None
     present = set(table_columns(con, schema, table))
-    return read_table(con, schema, table, columns=[c for c in wanted if c in present])
+    return read_table(con, schema, table, columns=[c for c in dict.fromkeys(wanted) if c in present])
 
 
 def _quoted(text: str) -> str:

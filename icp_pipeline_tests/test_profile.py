@@ -177,10 +177,12 @@ def test_cold_start_scores_from_the_written_icp(planted) -> None:
 
 def test_evidence_read_for_a_config_gives_the_same_traits_with_its_custom_ones(planted) -> None:
     drop, evidence, _ = planted
-    config = IcpConfig(icp=ProfileConfig(custom_columns=("owner_id",)))
+    # A custom trait named like a built-in column is read once, not twice.
+    config = IcpConfig(icp=ProfileConfig(custom_columns=("owner_id", "industry")))
     with duckdb.connect(str(drop.parent / "warehouse.duckdb"), read_only=True) as con:
         narrow = read_evidence(con, config.icp.custom_columns)
     assert "owner_id" in narrow.accounts and "name" not in narrow.accounts
+    assert narrow.accounts.columns.is_unique
     for as_of in (AS_OF, dt.date(2025, 11, 1)):
         mine, whole = narrow.traits(config, as_of), evidence.traits(config, as_of)
         assert "owner_id" in mine.accounts
