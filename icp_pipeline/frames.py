@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def _arrow_text(values: object) -> pa.Array | None:
+def arrow_text(values: object) -> pa.Array | None:
     """The values as one contiguous arrow string array when they are pandas `str` data, else None."""
     if isinstance(values, (pd.Series, pd.Index)) and isinstance(values.dtype, pd.StringDtype):
         array = values.array
@@ -35,8 +35,8 @@ def isin(values: pd.Series | pd.Index, allowed: Iterable[object]) -> np.ndarray:
 
     Missing values match only when `allowed` holds a missing value, as in pandas.
     """
-    left = _arrow_text(values)
-    right = _arrow_text(allowed)
+    left = arrow_text(values)
+    right = arrow_text(allowed)
     if left is None or right is None:
         return np.asarray(values.isin(allowed), dtype=bool)
     if left.type != right.type:
@@ -49,8 +49,8 @@ def positions(values: pd.Series | pd.Index, lookup: pd.Series | pd.Index) -> np.
 
     Like `pd.Index(lookup).get_indexer(values)` for unique lookups; missing values are never found.
     """
-    left = _arrow_text(values)
-    right = _arrow_text(lookup)
+    left = arrow_text(values)
+    right = arrow_text(lookup)
     if left is None or right is None:
         found = pd.Index(lookup).get_indexer(values)
         return np.where(pd.isna(np.asarray(values, dtype=object)), -1, found).astype(np.int64)

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from icp_pipeline.contracts.spec import ColumnSpec, RowRule, Severity, TableContract
-from icp_pipeline.frames import isin
+from icp_pipeline.frames import arrow_text, isin
 from icp_pipeline.ingest.files import LINEAGE_COLUMNS, MALFORMED_ROW, RAW_KEY, ROW_HASH
 from icp_pipeline.resolve.normalize import normalize_domain
 
@@ -159,14 +159,6 @@ def compile_rules(contract: TableContract, now: dt.datetime, stages: Sequence[st
     return rules
 
 
-def _arrow_strings(text: pd.Series) -> pa.Array | None:
-    """The text as one arrow string array, or None when it is not pandas `str` data."""
-    if not isinstance(text.dtype, pd.StringDtype):
-        return None
-    arrow = pa.array(text.array)
-    return arrow.combine_chunks() if isinstance(arrow, pa.ChunkedArray) else arrow
-
-
 def _to_timestamp(text: pd.Series) -> pd.Series:
     """`pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")` in microseconds, by one
     arrow cast when every value parses as an ISO 8601 date or time of one kind: all without an
@@ -176,7 +168,7 @@ def _to_timestamp(text: pd.Series) -> pd.Series:
     is the stricter one: where it fails on any value (`2026-1-1`, nanoseconds, mixed offsets, an
     impossible date) the column goes the pandas way, so the result never differs.
     """
-    arrow = _arrow_strings(text)
+    arrow = arrow_text(text)
     if arrow is not None:
         arrow = pc.if_else(pc.equal(arrow, ""), pa.scalar(None, arrow.type), arrow)  # pandas: NaT
         for target in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
@@ -198,7 +190,7 @@ def _to_number(text: pd.Series) -> pd.Series:
     number and none is missing, float64 otherwise; the parsed values are the same (both round
     correctly). Whole numbers that fit neither go the pandas way too.
     """
-    arrow = _arrow_strings(text)
+    arrow = arrow_text(text)
     if arrow is not None:
         for target in (pa.int64(), pa.uint64(), pa.float64()):
             try:

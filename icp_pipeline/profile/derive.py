@@ -272,7 +272,7 @@ def derive_profile(
         best,
         top,
         EvidenceRules(rules.min_closed_with, rules.min_won_with, rules.alpha),
-        deal_rows,
+        deal_rows=deal_rows,
     )
     design = build_design(traits)
     is_closed = outcomes["closed"].to_numpy(dtype=bool)

@@ -125,13 +125,16 @@ def trait_value_sums(traits: AccountTraits, weights: dict[str, np.ndarray]) -> p
 
 
 def account_totals(
-    traits: AccountTraits, account_ids: pd.Series, values: np.ndarray, rows: np.ndarray | None = None
+    traits: AccountTraits, account_ids: pd.Series, values: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of `traits.accounts`: how many rows name it, and the sum of their `values`.
+    """Per row of `traits.accounts`: how many rows name it, and the sum of their `values`."""
+    return _row_totals(traits, positions(account_ids, traits.accounts["account_id"]), values)
 
-    `rows`: each id's row in `traits.accounts` (-1: none), when the caller has found them already.
-    """
-    found = positions(account_ids, traits.accounts["account_id"]) if rows is None else rows
+
+def _row_totals(
+    traits: AccountTraits, found: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`account_totals` of rows already placed in `traits.accounts` (`found`, -1: none)."""
     named = found >= 0
     size = len(traits.accounts)
     counts = np.bincount(found[named], minlength=size).astype(np.float64)
@@ -144,11 +147,12 @@ def _trait_value_counts(
     closed: pd.DataFrame,
     best: pd.Index,
     top_customers: pd.Index,
-    closed_rows: np.ndarray | None = None,
+    closed_rows: np.ndarray,
 ) -> pd.DataFrame:
-    """Per (trait, value): accounts, best and top customers, closed and won deals of its holders."""
+    """Per (trait, value): accounts, best and top customers, closed and won deals of its holders
+    (`closed_rows`: each closed deal's row in `traits.accounts`, -1: none)."""
     ids = traits.accounts["account_id"]
-    deals, wins = account_totals(traits, closed["account_id"], closed["won"].to_numpy(), closed_rows)
+    deals, wins = _row_totals(traits, closed_rows, closed["won"].to_numpy())
     return trait_value_sums(
         traits,
         {
@@ -166,19 +170,20 @@ def trait_evidence(
     best: pd.Index,
     top_customers: pd.Index,
     rules: EvidenceRules | None = None,
-    deal_rows: np.ndarray | None = None,
+    *,
+    deal_rows: np.ndarray,
 ) -> pd.DataFrame:
     """One row per trait value with support, lift, win rates, p and q values and a verdict hint.
 
-    `deal_rows`: each opportunity's account row in `traits.accounts` (-1: none), if known.
+    `deal_rows`: each opportunity's account row in `traits.accounts` (-1: none), found once by
+    the caller, which places the same deals in the design matrix.
     """
     rules = rules or EvidenceRules()
     n_accounts = len(traits.accounts)
     is_closed = opportunities["closed"].to_numpy(dtype=bool)
     closed = opportunities[is_closed]
     total_closed, total_won = len(closed), int(closed["won"].sum())
-    closed_rows = deal_rows[is_closed] if deal_rows is not None else None
-    table = _trait_value_counts(traits, closed, best, top_customers, closed_rows)
+    table = _trait_value_counts(traits, closed, best, top_customers, deal_rows[is_closed])
     for column in ("closed_with", "won_with", "best_with", "top_with"):
         table[column] = table[column].fillna(0).astype(np.int64)
     table["lost_with"] = table["closed_with"] - table["won_with"]
