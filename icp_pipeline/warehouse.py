@@ -148,6 +148,17 @@ def _scannable(frame: pd.DataFrame) -> tuple[pd.DataFrame | pa.Table, str]:
     return table, f"* replace ({', '.join(enums)})" if enums else "*"
 
 
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> Iterator[str]:
+    """`frame` readable as `name` in SQL (in its cheapest scannable form); yields the select list."""
+    source, columns = _scannable(frame)
+    con.register(name, source)
+    try:
+        yield columns
+    finally:
+        con.unregister(name)
+
+
 def replace_table(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pd.DataFrame) -> None:
     """Write a frame as the table's full new content, atomically."""
     con.execute(f'create schema if not exists "{schema}"')

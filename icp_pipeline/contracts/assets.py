@@ -123,6 +123,12 @@ def build_staging_asset(table: str) -> dg.AssetsDefinition:
                 f"staging/{table}: raw rows, referenced keys, contract and config unchanged since "
                 f"{outcome.reused_from}; staged rows and quarantine kept, rules re-reported"
             )
+        if outcome.restaged_keys is not None:
+            metadata["restaged_keys"] = outcome.restaged_keys
+            context.log.info(
+                f"staging/{table}: contract, config and context unchanged; only the "
+                f"{outcome.restaged_keys:,} keys with new raw rows were staged again"
+            )
         context.log.info(
             f"staging/{table}: {counts['raw_rows']:,} raw = {counts['staged_rows']:,} staged + "
             f"{counts['quarantined_rows']:,} quarantined + {counts['duplicates_removed']:,} duplicates"

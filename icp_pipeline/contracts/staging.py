@@ -7,6 +7,7 @@ because they are the evidence ops need to fix the source.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -15,17 +16,24 @@ from importlib import metadata
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.contracts.spec import TableContract
 from icp_pipeline.contracts.validate import (
+    DUPLICATE,
+    SAMPLE_KEYS,
+    RowCounts,
     RuleResult,
     StagedTable,
+    compile_rules,
     freshness_result,
     results_frame,
     stage_table,
+    table_results,
 )
+from icp_pipeline.ingest.files import LOADED_AT, RAW_KEY
 from icp_pipeline.resolve.match import (
     ACCOUNT_COLUMNS,
     AccountIndex,
@@ -35,6 +43,7 @@ from icp_pipeline.resolve.match import (
 )
 from icp_pipeline.warehouse import (
     read_table,
+    registered,
     replace_slice,
     replace_table,
     table_columns,
@@ -48,6 +57,10 @@ ICP = "icp"
 QUARANTINE = "quarantine"
 CONTRACT_RESULTS = "contract_results"
 STAGING_INPUTS = "staging_inputs"
+FINDINGS = "staging_findings"
+# Restage only the changed keys while they are at most this share of the raw rows; beyond it,
+# staging the whole table costs about the same and needs no bookkeeping.
+CHANGED_SHARE_LIMIT = 0.25
 FEED_TABLES = ("firmographics", "funding_rounds", "job_postings", "leadership_changes")
 
 
@@ -60,6 +73,7 @@ class StagingOutcome:
     raw_present: bool
     match_summary: pd.DataFrame | None = None
     reused_from: dt.date | None = None
+    restaged_keys: int | None = None  # set when only the keys with new raw rows were staged again
 
     @property
     def blocked_reason(self) -> str | None:
@@ -138,15 +152,17 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
-def inputs_fingerprint(
+def inputs_fingerprints(
     con: duckdb.DuckDBPyConnection, contract: TableContract, config: IcpConfig
-) -> str | None:
-    """A digest of everything staging `contract.table` reads, or None when its raw table is absent.
+) -> tuple[str, str] | None:
+    """Digests of everything staging `contract.table` reads, and of all that but its raw rows;
+    None when its raw table is absent.
 
     Raw rows (every column, lineage included), the keys of the staged tables it references, the
     accounts a feed is matched against, the contract, the configuration and the staging code. The
     as-of date and the clock are not in it: the one rule that reads the clock (`not_future`) and
-    freshness are handled where the fingerprint is used.
+    freshness are handled where the fingerprint is used. The second digest (the context) says
+    whether yesterday's staged rows of unchanged keys are still what staging would make of them.
     """
     table = contract.table
     if not table_exists(con, RAW, table):
@@ -155,7 +171,6 @@ def inputs_fingerprint(
         "code": _code_digest(),
         "contract": contract.model_dump_json(),
         "config": config.model_dump_json(),
-        "raw": _content(con, f'{RAW}."{table}"', table_columns(con, RAW, table)),
     }
     for spec in contract.columns.values():
         ref = spec.references
@@ -164,7 +179,39 @@ def inputs_fingerprint(
             parts[f"{ref.table}.{ref.column}"] = _content(con, keys, [ref.column])
     if table in FEED_TABLES and table_exists(con, STAGING, "accounts"):
         parts["accounts"] = _content(con, f"{STAGING}.accounts", list(ACCOUNT_COLUMNS))
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    context = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    parts["raw"] = _content(con, f'{RAW}."{table}"', table_columns(con, RAW, table))
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), context
+
+
+def _clock_still_valid(
+    con: duckdb.DuckDBPyConnection, contract: TableContract, kept: pd.Series, now: dt.datetime
+) -> bool:
+    """Whether rows staged at the kept state's clock would be judged the same at `now`.
+
+    `not_future` compares with the clock: a table that had no future-dated rows at an earlier
+    clock has none now; one that had some, or a clock set back, must be staged again.
+    """
+    previous = con.execute(
+        f'select rule, failed from {ICP}.{CONTRACT_RESULTS} where "table" = ? and as_of = ?',
+        [contract.table, pd.Timestamp(kept["as_of"]).date()],
+    ).fetchall()
+    clock_rules = {f"{column}.not_future" for column, spec in contract.columns.items() if spec.not_future}
+    return (
+        bool(previous)
+        and sum(failed for rule, failed in previous if rule in clock_rules) == 0
+        and now >= pd.Timestamp(kept["clock"]).to_pydatetime()
+    )
+
+
+def _kept_state(con: duckdb.DuckDBPyConnection, table: str) -> pd.Series | None:
+    """What `staging.<table>` was last staged from, or None (never, forgotten, or an older layout)."""
+    if not table_exists(con, ICP, STAGING_INPUTS) or not table_exists(con, STAGING, table):
+        return None
+    if "context" not in table_columns(con, ICP, STAGING_INPUTS):
+        return None
+    state = to_frame(con.sql(f'select * from {ICP}.{STAGING_INPUTS} where "table" = ?', params=[table]))
+    return None if state.empty else state.iloc[0]
 
 
 def _reuse(
@@ -178,22 +225,13 @@ def _reuse(
     """Keep the staged table when its inputs are what they were when it was staged, or None.
 
     Its rows, quarantine and rule results would come out the same, except for two rules that
-    read time: `not_future` compares with the clock, so a table that had no future-dated rows at
-    an earlier clock has none now (a table that had some, or a clock set back, is staged again);
-    freshness depends on the as-of date and is evaluated again on the staged column.
+    read time: `not_future` (see `_clock_still_valid`) and freshness, which depends on the as-of
+    date and is evaluated again on the staged column.
     """
     table = contract.table
-    if not table_exists(con, ICP, STAGING_INPUTS) or not table_exists(con, STAGING, table):
+    kept = _kept_state(con, table)
+    if kept is None or kept["fingerprint"] != fingerprint or not _clock_still_valid(con, contract, kept, now):
         return None
-    state = to_frame(
-        con.sql(
-            f'select * from {ICP}.{STAGING_INPUTS} where "table" = ? and fingerprint = ?',
-            params=[table, fingerprint],
-        )
-    )
-    if state.empty:
-        return None
-    kept = state.iloc[0]
     staged_as_of = pd.Timestamp(kept["as_of"]).date()
     previous = to_frame(
         con.sql(
@@ -201,13 +239,6 @@ def _reuse(
             params=[table, staged_as_of],
         )
     )
-    clock_rules = {f"{column}.not_future" for column, spec in contract.columns.items() if spec.not_future}
-    if (
-        previous.empty
-        or previous.loc[previous["rule"].isin(clock_rules), "failed"].sum() > 0
-        or now < pd.Timestamp(kept["clock"]).to_pydatetime()
-    ):
-        return None
     freshness = f"{contract.freshness.column}.freshness" if contract.freshness else None
     results = [
         RuleResult(
@@ -242,23 +273,54 @@ def _reuse(
     return outcome
 
 
+def _loads(con: duckdb.DuckDBPyConnection, table: str) -> list[int]:
+    """The load stamps (microseconds) of the raw rows: rows with any other stamp arrived since."""
+    if LOADED_AT not in table_columns(con, RAW, table):
+        return []
+    rows = con.execute(
+        f'select distinct epoch_us("{LOADED_AT}") from {RAW}."{table}" where "{LOADED_AT}" is not null'
+    ).fetchall()
+    return sorted(int(row[0]) for row in rows)
+
+
 def _record_inputs(
     con: duckdb.DuckDBPyConnection,
     table: str,
-    fingerprint: str | None,
+    fingerprints: tuple[str, str] | None,
     staged: StagedTable | None,
     as_of: dt.date,
     now: dt.datetime,
 ) -> None:
     """Forget (staged=None) or remember what `staging.<table>` was staged from, and at what clock."""
-    if staged is None or fingerprint is None:
+    if table_exists(con, ICP, STAGING_INPUTS) and "context" not in table_columns(con, ICP, STAGING_INPUTS):
+        con.execute(f"drop table {ICP}.{STAGING_INPUTS}")  # an older layout: forgetting costs one restaging
+    if staged is None or fingerprints is None:
         if table_exists(con, ICP, STAGING_INPUTS):
             con.execute(f'delete from {ICP}.{STAGING_INPUTS} where "table" = ?', [table])
         return
-    row = pd.DataFrame(
+    replace_slice(
+        con,
+        ICP,
+        STAGING_INPUTS,
+        _inputs_row(table, fingerprints, _loads(con, table), staged, as_of, now),
+        {"table": table},
+    )
+
+
+def _inputs_row(
+    table: str,
+    fingerprints: tuple[str, str],
+    loads: list[int],
+    staged: StagedTable,
+    as_of: dt.date,
+    now: dt.datetime,
+) -> pd.DataFrame:
+    return pd.DataFrame(
         {
             "table": [table],
-            "fingerprint": [fingerprint],
+            "fingerprint": [fingerprints[0]],
+            "context": [fingerprints[1]],
+            "loads": [json.dumps(loads)],
             "as_of": [as_of],
             "clock": [pd.Timestamp(now)],
             "raw_rows": [staged.raw_rows],
@@ -266,7 +328,204 @@ def _record_inputs(
             "duplicates_removed": [staged.duplicates_removed],
         }
     )
-    replace_slice(con, ICP, STAGING_INPUTS, row, {"table": table})
+
+
+def _findings_rows(table: str, staged: StagedTable) -> pd.DataFrame:
+    return staged.findings.assign(table=table)[["table", "row_key", "rule", "rows"]]
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, query: str, params: list[object] | None = None) -> int:
+    rows = con.execute(query, params or []).fetchall()  # fetchall: a half-read result blocks the connection
+    return int(rows[0][0] or 0) if rows else 0
+
+
+def _restage_changed(
+    con: duckdb.DuckDBPyConnection,
+    contract: TableContract,
+    config: IcpConfig,
+    fingerprints: tuple[str, str],
+    as_of: dt.date,
+    now: dt.datetime,
+) -> StagingOutcome | None:
+    """Stage again only the keys whose raw rows arrived since the last staging, or None.
+
+    Ingest replaces every raw row of a changed key (delete-insert on `_raw_key`) and stamps the
+    new rows with their load time, so the rows of unchanged keys are the ones staged before; with
+    the same contract, configuration, code, referenced keys and matched accounts (the context),
+    staging them again would give the same rows, quarantine and findings. So the changed keys'
+    old outcome is deleted and their new rows are staged, checked and inserted in one transaction.
+
+    None (stage the whole table) when that is not provably the same as a full staging: a new
+    context, a clock rule in play, too many changes, raw rows that do not add up with what was
+    staged, or a staged key that more than one raw key produces (deduplication across raw keys).
+    """
+    table = contract.table
+    kept = _kept_state(con, table)
+    if (
+        kept is None
+        or kept["context"] != fingerprints[1]
+        or not table_exists(con, ICP, FINDINGS)
+        or not {RAW_KEY, LOADED_AT} <= set(table_columns(con, RAW, table))
+        or RAW_KEY not in table_columns(con, STAGING, table)
+        or not _clock_still_valid(con, contract, kept, now)
+    ):
+        return None
+    con.execute("create or replace temp table _kept_loads (stamp bigint)")
+    con.executemany("insert into _kept_loads values (?)", [[stamp] for stamp in json.loads(kept["loads"])])
+    arrived = f'("{LOADED_AT}" is null or epoch_us("{LOADED_AT}") not in (select stamp from _kept_loads))'
+    raw_rows, new_rows = con.execute(
+        f'select count(*), count(*) filter (where {arrived}) from {RAW}."{table}"'
+    ).fetchall()[0]
+    if new_rows == 0 or new_rows > CHANGED_SHARE_LIMIT * raw_rows:
+        return None
+    con.execute(
+        f'create or replace temp table _changed as select distinct {RAW_KEY} from {RAW}."{table}" where {arrived}'
+    )
+    in_changed = f"in (select {RAW_KEY} from _changed)"
+    # Every row of a changed key is new, and the old rows add up to what was staged less those keys.
+    old_rows_of_changed = _scalar(
+        con, f'select count(*) from {RAW}."{table}" where not {arrived} and {RAW_KEY} {in_changed}'
+    )
+    previous_of_changed = (
+        _scalar(con, f'select count(*) from {STAGING}."{table}" where {RAW_KEY} {in_changed}')
+        + _scalar(
+            con,
+            f'select count(*) from {ICP}.{QUARANTINE} where "table" = ? and row_key {in_changed}',
+            [table],
+        )
+        + _scalar(
+            con,
+            f'select sum("rows") from {ICP}.{FINDINGS} where "table" = ? and rule = ? and row_key {in_changed}',
+            [table, DUPLICATE],
+        )
+    )
+    if old_rows_of_changed or raw_rows - new_rows != int(kept["raw_rows"]) - previous_of_changed:
+        return None
+    # A dropped duplicate whose raw key has no staged row lost to another raw key's row.
+    crossed = _scalar(
+        con,
+        f'select count(*) from {ICP}.{FINDINGS} f where f."table" = ? and f.rule = ? and not exists '
+        f'(select 1 from {STAGING}."{table}" s where s.{RAW_KEY} = f.row_key)',
+        [table, DUPLICATE],
+    )
+    if crossed:
+        return None
+
+    arrivals = to_frame(con.sql(f'select * from {RAW}."{table}" where {arrived}'))
+    changed = stage_table(
+        arrivals,
+        contract,
+        as_of=as_of,
+        now=now,
+        stages=config.stages.known,
+        reference_keys=_reference_keys(con, contract),
+        max_bad_share=config.contracts.max_bad_share.get(table),
+        freshness_days=config.contracts.freshness_days.get(table),
+    )
+    if table in FEED_TABLES:
+        domain = contract.columns.get("domain")
+        normalized = domain is not None and domain.normalize == "domain"
+        changed.frame = match_feed(changed.frame, account_index(con), domains_normalized=normalized)
+    key = " and ".join(f's."{c}" is not distinct from n."{c}"' for c in contract.primary_key)
+    with contextlib.ExitStack() as frames:  # registered outside the transaction: unregistering never fails
+        staged_columns = frames.enter_context(registered(con, "_new_staged", changed.frame))
+        quarantine_columns = frames.enter_context(registered(con, "_new_quarantine", changed.quarantine))
+        findings_columns = frames.enter_context(
+            registered(con, "_new_findings", _findings_rows(table, changed))
+        )
+        con.execute("begin transaction")
+        try:
+            con.execute(f'delete from {STAGING}."{table}" where {RAW_KEY} {in_changed}')
+            if _scalar(con, f'select count(*) from {STAGING}."{table}" s join _new_staged n on {key}'):
+                con.execute("rollback")  # a changed key's row would meet another raw key's row
+                return None
+            con.execute(f'insert into {STAGING}."{table}" by name select {staged_columns} from _new_staged')
+            for target, source, columns in (
+                (QUARANTINE, "_new_quarantine", quarantine_columns),
+                (FINDINGS, "_new_findings", findings_columns),
+            ):
+                con.execute(f'delete from {ICP}.{target} where "table" = ? and row_key {in_changed}', [table])
+                con.execute(f"insert into {ICP}.{target} by name select {columns} from {source}")
+            outcome = _whole_table_outcome(con, contract, config, changed, raw_rows, as_of, now)
+            if outcome.blocked_reason is not None or not outcome.staged.rows_add_up:
+                con.execute("rollback")  # staged as a whole instead, which reports a blocking rule as usual
+                return None
+            state = _inputs_row(table, fingerprints, _loads(con, table), outcome.staged, as_of, now)
+            con.execute(f'delete from {ICP}.{STAGING_INPUTS} where "table" = ?', [table])
+            names = ", ".join(f'"{column}"' for column in state.columns)
+            con.execute(
+                f"insert into {ICP}.{STAGING_INPUTS} ({names}) values ({', '.join('?' * len(state.columns))})",
+                [v.item() if isinstance(v, np.generic) else v for v in state.iloc[0]],
+            )
+            con.execute("commit")
+        except Exception:
+            con.execute("rollback")
+            raise
+    results = results_frame(outcome.staged.results, as_of)
+    replace_slice(con, ICP, CONTRACT_RESULTS, results, {"table": table, "as_of": as_of})
+    return outcome
+
+
+def _whole_table_outcome(
+    con: duckdb.DuckDBPyConnection,
+    contract: TableContract,
+    config: IcpConfig,
+    changed: StagedTable,
+    raw_rows: int,
+    as_of: dt.date,
+    now: dt.datetime,
+) -> StagingOutcome:
+    """The table's outcome after the changed keys were restaged, counted from what it now holds."""
+    table = contract.table
+    failed = dict(
+        con.execute(
+            f'select rule, sum("rows")::bigint from {ICP}.{FINDINGS} where "table" = ? group by rule', [table]
+        ).fetchall()
+    )
+    stored = con.execute(
+        f"""select rule, row_key from (
+            select rule, row_key, row_number() over (partition by rule order by row_key) as n
+            from {ICP}.{FINDINGS} where "table" = ? and rule <> ?
+        ) where n <= ?""",
+        [table, DUPLICATE, SAMPLE_KEYS],
+    ).fetchall()
+    samples: dict[str, list[str]] = {r.rule_id: list(r.sample_keys) for r in changed.results}
+    for rule, row_key in stored:
+        samples.setdefault(rule, []).append(row_key)
+    quarantine = to_frame(con.sql(f'select * from {ICP}.{QUARANTINE} where "table" = ?', params=[table]))
+    staged_rows = _scalar(con, f'select count(*) from {STAGING}."{table}"')
+    unique = next(r.passed for r in changed.results if r.rule_id == "table.key_unique")
+    counts = RowCounts(
+        raw_rows=raw_rows,
+        failed={rule: int(n) for rule, n in failed.items() if rule != DUPLICATE},
+        samples={rule: list(dict.fromkeys(keys))[:SAMPLE_KEYS] for rule, keys in samples.items()},
+        quarantined=len(quarantine),
+        quarantine_sample=list(
+            dict.fromkeys([*changed.quarantine["row_key"], *quarantine["row_key"].head(SAMPLE_KEYS)])
+        )[:SAMPLE_KEYS],
+        staged_rows=staged_rows,
+        unique=unique,
+    )
+    rules = compile_rules(contract, now, config.stages.known)
+    max_bad_share = config.contracts.max_bad_share.get(table)
+    results = table_results(contract, rules, counts, max_bad_share)
+    if contract.freshness is not None:
+        column = read_table(con, STAGING, table, columns=[contract.freshness.column])
+        assert column is not None
+        results.append(freshness_result(column, contract, as_of, config.contracts.freshness_days.get(table)))
+    staged = StagedTable(
+        table,
+        pd.DataFrame(index=pd.RangeIndex(staged_rows)),
+        quarantine,
+        results,
+        raw_rows,
+        int(failed.get(DUPLICATE, 0)),
+    )
+    summary = None
+    if table in FEED_TABLES:
+        methods = read_table(con, STAGING, table, columns=["match_method"])
+        summary = match_summary(methods) if methods is not None else None
+    return StagingOutcome(staged, True, summary, restaged_keys=_scalar(con, "select count(*) from _changed"))
 
 
 def stage(
@@ -280,14 +539,18 @@ def stage(
     """Stage a table and write staging, quarantine and rule results to the warehouse.
 
     When nothing staging reads has changed since the table was last staged, the staged rows and
-    quarantine are kept and only this date's rule results are written (see `_reuse`).
+    quarantine are kept and only this date's rule results are written (see `_reuse`); when only
+    some keys received new raw rows, only those are staged again (see `_restage_changed`).
     """
     table = contract.table
-    fingerprint = inputs_fingerprint(con, contract, config)
-    if fingerprint is not None:
-        reused = _reuse(con, contract, config, fingerprint, as_of, now)
+    fingerprints = inputs_fingerprints(con, contract, config)
+    if fingerprints is not None:
+        reused = _reuse(con, contract, config, fingerprints[0], as_of, now)
         if reused is not None:
             return reused
+        restaged = _restage_changed(con, contract, config, fingerprints, as_of, now)
+        if restaged is not None:
+            return restaged
     # Forgotten first: a run killed between here and the end stages this table again next time.
     _record_inputs(con, table, None, None, as_of, now)
     raw = read_table(con, RAW, table)
@@ -318,6 +581,7 @@ def stage(
         con, ICP, CONTRACT_RESULTS, results_frame(staged.results, as_of), {"table": table, "as_of": as_of}
     )
     if outcome.blocked_reason is None:
+        replace_slice(con, ICP, FINDINGS, _findings_rows(table, staged), {"table": table})
         replace_table(con, STAGING, table, staged.frame)
-        _record_inputs(con, table, fingerprint, staged, as_of, now)
+        _record_inputs(con, table, fingerprints, staged, as_of, now)
     return outcome

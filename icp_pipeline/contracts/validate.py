@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,10 @@ FOLDED = "__folded__"
 EPOCH_DAYS = "__epoch_days__"
 TEXT = "__text__"
 SAMPLE_KEYS = 5
+MALFORMED = "row.malformed"
+# Findings of rows that deduplication dropped (another row of their key won): kept per raw key so
+# that restaging some keys can account for every raw row without reading the others.
+DUPLICATE = "row.duplicate"
 # GX fingerprints every pandas batch below this many bytes (an md5 of `hash_pandas_object`, 3.4 s
 # over the nine tables at a million accounts) for a batch marker nothing here reads; no batch skips it.
 gx_pandas_engine.HASH_THRESHOLD = 0
@@ -82,6 +86,9 @@ class StagedTable:
     results: list[RuleResult]
     raw_rows: int
     duplicates_removed: int
+    # Failing rows per raw key and rule (`row.duplicate` for rows deduplication dropped):
+    # row_key, rule, rows. What restaging only some keys subtracts for the keys it replaces.
+    findings: pd.DataFrame = field(default_factory=lambda: empty_findings())
 
     @property
     def quarantined_rows(self) -> int:
@@ -94,6 +101,12 @@ class StagedTable:
     @property
     def blocking_failures(self) -> list[RuleResult]:
         return [r for r in self.results if r.severity == "block" and not r.passed]
+
+
+def empty_findings() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"row_key": pd.Series(dtype="str"), "rule": pd.Series(dtype="str"), "rows": pd.Series(dtype="int64")}
+    )
 
 
 def _epoch_days(year: float) -> float:
@@ -362,65 +375,33 @@ def stage_table(
     kept_positions = np.flatnonzero(~malformed.to_numpy())
     keys = _row_key(raw)
 
-    findings: list[pd.DataFrame] = []
-    if malformed.any():
+    findings: list[pd.DataFrame] = [
+        pd.DataFrame(
+            {
+                "position": np.flatnonzero(malformed.to_numpy()),
+                "rule": MALFORMED,
+                "severity": "error",
+                "message": "line does not parse as a row of the header's columns",
+            }
+        )
+    ]
+    for rule in rules:
+        positions = kept_positions[failing.get(rule.rule_id, np.array([], dtype=np.int64))]
+        shown = (
+            raw[rule.column].iloc[positions].astype("str").fillna("(missing)") if rule.column in raw else None
+        )
+        message = f"{rule.column} {rule.message}"
         findings.append(
             pd.DataFrame(
                 {
-                    "position": np.flatnonzero(malformed.to_numpy()),
-                    "rule": "row.malformed",
-                    "severity": "error",
-                    "message": "line does not parse as a row of the header's columns",
+                    "position": positions,
+                    "rule": rule.rule_id,
+                    "severity": rule.severity,
+                    "message": (message + ": " + shown).to_numpy() if shown is not None else message,
                 }
             )
         )
-    results: list[RuleResult] = [
-        RuleResult(
-            table,
-            "row.malformed",
-            "error",
-            raw_rows,
-            int(malformed.sum()),
-            keys[malformed].head(SAMPLE_KEYS).tolist(),
-        )
-    ]
-    evaluated = int((~malformed).sum())
-    for rule in rules:
-        positions = kept_positions[failing.get(rule.rule_id, np.array([], dtype=np.int64))]
-        results.append(
-            RuleResult(
-                table,
-                rule.rule_id,
-                rule.severity,
-                evaluated,
-                len(positions),
-                keys.iloc[positions[:SAMPLE_KEYS]].tolist(),
-                rule.message,
-            )
-        )
-        if len(positions):
-            shown = (
-                raw[rule.column].iloc[positions].astype("str").fillna("(missing)")
-                if rule.column in raw
-                else ""
-            )
-            findings.append(
-                pd.DataFrame(
-                    {
-                        "position": positions,
-                        "rule": rule.rule_id,
-                        "severity": rule.severity,
-                        "message": (f"{rule.column} {rule.message}: " + shown).to_numpy()
-                        if isinstance(shown, pd.Series)
-                        else f"{rule.column} {rule.message}",
-                    }
-                )
-            )
-    found = (
-        pd.concat(findings, ignore_index=True)
-        if findings
-        else pd.DataFrame(columns=["position", "rule", "severity", "message"])
-    )
+    found = pd.concat(findings, ignore_index=True)
     errors = found[found["severity"] == "error"]
     bad_positions = np.unique(errors["position"].to_numpy(dtype=np.int64))
     quarantine = _quarantine_rows(raw, keys, errors, table)
@@ -434,20 +415,97 @@ def stage_table(
     order = [c for c in (cursor, ROW_HASH) if c and c in typed.columns]
     candidates = typed[list(dict.fromkeys(dedup_key + order))].iloc[good_positions]
     kept, unique_ok = _latest_per_key(candidates, dedup_key, order)
-    duplicates_removed = len(good_positions) - len(kept)
     output = [c for c in typed.columns if not c.startswith("__") and c != MALFORMED_ROW]
     staged = typed[output].iloc[kept].reset_index(drop=True)
+    dropped = np.setdiff1d(good_positions, kept, assume_unique=True)
 
-    share = len(bad_positions) / raw_rows if raw_rows else 0.0
+    failed = found.groupby("rule", sort=False)["position"]
+    counts = RowCounts(
+        raw_rows=raw_rows,
+        failed=failed.size().to_dict(),
+        samples={rule: keys.iloc[p.to_numpy()[:SAMPLE_KEYS]].tolist() for rule, p in failed},
+        quarantined=len(quarantine),
+        quarantine_sample=quarantine["row_key"].head(SAMPLE_KEYS).tolist(),
+        staged_rows=len(staged),
+        unique=unique_ok,
+    )
+    results = table_results(contract, rules, counts, max_bad_share)
+    if contract.freshness is not None:
+        results.append(freshness_result(staged, contract, as_of, freshness_days))
+    by_key = pd.DataFrame(
+        {
+            "row_key": keys.iloc[
+                np.concatenate([found["position"].to_numpy(dtype=np.int64), dropped])
+            ].to_numpy(),
+            "rule": np.concatenate(
+                [found["rule"].to_numpy(dtype=object), np.full(len(dropped), DUPLICATE, object)]
+            ),
+        }
+    )
+    row_findings = by_key.groupby(["row_key", "rule"], sort=True).size().rename("rows").reset_index()
+    return StagedTable(
+        table,
+        staged,
+        quarantine,
+        results,
+        raw_rows,
+        len(dropped),
+        row_findings.astype({"row_key": "str", "rule": "str"}),
+    )
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """What a table's rows came to, for its rule results: failing rows (and a few of their keys)
+    per rule id, `row.malformed` included; quarantined and staged rows; whether keys are unique."""
+
+    raw_rows: int
+    failed: Mapping[str, int]
+    samples: Mapping[str, list[str]]
+    quarantined: int
+    quarantine_sample: list[str]
+    staged_rows: int
+    unique: bool
+
+
+def table_results(
+    contract: TableContract, rules: Sequence[RowRuleSpec], counts: RowCounts, max_bad_share: float | None
+) -> list[RuleResult]:
+    """Every rule's result for the whole table but freshness, in the order staging reports them.
+
+    One function for a full staging and for one that restaged only the changed keys, so both
+    report the same rules the same way.
+    """
+    table = contract.table
+    malformed = counts.failed.get(MALFORMED, 0)
+    results = [
+        RuleResult(
+            table, MALFORMED, "error", counts.raw_rows, malformed, list(counts.samples.get(MALFORMED, []))
+        )
+    ]
+    evaluated = counts.raw_rows - malformed
+    results += [
+        RuleResult(
+            table,
+            rule.rule_id,
+            rule.severity,
+            evaluated,
+            counts.failed.get(rule.rule_id, 0),
+            list(counts.samples.get(rule.rule_id, [])),
+            rule.message,
+        )
+        for rule in rules
+    ]
+    share = counts.quarantined / counts.raw_rows if counts.raw_rows else 0.0
     limit = contract.max_bad_share if max_bad_share is None else max_bad_share
     results.append(
         RuleResult(
             table,
             "table.bad_share",
             "block",
-            raw_rows,
-            len(bad_positions) if share > limit else 0,
-            quarantine["row_key"].head(SAMPLE_KEYS).tolist(),
+            counts.raw_rows,
+            counts.quarantined if share > limit else 0,
+            counts.quarantine_sample,
             f"{share:.1%} of rows quarantined (limit {limit:.0%})",
         )
     )
@@ -456,15 +514,13 @@ def stage_table(
             table,
             "table.key_unique",
             "block",
-            len(staged),
-            0 if unique_ok else 1,
+            counts.staged_rows,
+            0 if counts.unique else 1,
             [],
             "one row per key after deduplication",
         )
     )
-    if contract.freshness is not None:
-        results.append(freshness_result(staged, contract, as_of, freshness_days))
-    return StagedTable(table, staged, quarantine, results, raw_rows, duplicates_removed)
+    return results
 
 
 def _descending(values: pd.Series) -> np.ndarray | None:
