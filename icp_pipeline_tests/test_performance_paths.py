@@ -23,12 +23,15 @@ import pyarrow.csv as pacsv
 import pytest
 
 from icp_pipeline.alerts.channels import AlertMessage, OutboxChannel
+from icp_pipeline.config import contracts_dir, load_config
 from icp_pipeline.contracts import staging, validate
+from icp_pipeline.contracts.spec import load_contracts
 from icp_pipeline.drift.metrics import js_distance, psi
 from icp_pipeline.frames import isin, joined_per_group
 from icp_pipeline.ingest import files
 from icp_pipeline.ingest.files import row_hash
 from icp_pipeline.profile.traits import ACCOUNT_ROW, TECHNOLOGY, TraitInputs, latest_observation
+from icp_pipeline.resolve import match
 from icp_pipeline.resolve.match import build_account_index, match_feed
 from icp_pipeline.resolve.normalize import normalize_domain
 from icp_pipeline.warehouse import replace_slice, replace_table, to_frame
@@ -173,6 +176,37 @@ def test_account_index_is_rebuilt_when_the_accounts_change(tmp_path: Path) -> No
         second = staging.account_index(con)
     assert second is not first
     assert second.by_domain.to_dict() == {"acme.io": "A1", "beta.de": "A2"}
+
+
+def test_index_from_stored_match_keys_equals_normalising_the_accounts(tmp_path: Path) -> None:
+    contract = load_contracts(contracts_dir(load_config()))["accounts"]
+    raw_domains = ["acme.com", "WWW.acme.com", "www.www.beta.de", None, "gamma.io", "delta.co.uk", "beta.de"]
+    accounts = pd.DataFrame(
+        {
+            "account_id": ["A2", "A1", "B1", "C1", None, "D1", "B1"],
+            "name": ["Acme Inc", "ACME, Inc.", "Beta GmbH", "Gamma", "Orphan", None, "Beta GmbH"],
+            "domain": normalize_domain(pd.Series(raw_domains, dtype="str")),  # staged domains
+        }
+    ).astype("str")
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        replace_table(con, "staging", "accounts", staging._with_match_keys(accounts, contract))
+        stored = staging.account_index(con)
+    expected = build_account_index(accounts)
+    pd.testing.assert_series_equal(stored.by_domain.sort_index(), expected.by_domain.sort_index())
+    pd.testing.assert_frame_equal(stored.by_name.sort_index(), expected.by_name.sort_index())
+    assert expected.by_domain["acme.com"] == "A1" and expected.by_name.loc["acme", "n_accounts"] == 2
+
+
+def test_looking_up_few_keys_finds_what_hashing_the_table_finds() -> None:
+    rng = np.random.default_rng(7)
+    table = pd.Index([f"k{i}" for i in range(5_000)], dtype="str")
+    keys = pd.Series(
+        rng.choice(np.array([*table[:50], "missing", "k99999", None], dtype=object), size=200), dtype="str"
+    )
+    assert len(keys) * match._FEW_KEYS_RATIO < len(table), "the few-keys path is taken"
+    expected = table.get_indexer(keys.fillna("no such key"))
+    np.testing.assert_array_equal(match._lookup(keys, table), expected)
+    assert (expected >= 0).any() and (expected == -1).any()
 
 
 # --------------------------------------------------------------------------- benchmark drop

@@ -37,6 +37,7 @@ from icp_pipeline.ingest.files import LOADED_AT, RAW_KEY
 from icp_pipeline.resolve.match import (
     ACCOUNT_COLUMNS,
     AccountIndex,
+    account_match_keys,
     build_account_index,
     match_feed,
     match_summary,
@@ -62,6 +63,7 @@ FINDINGS = "staging_findings"
 # staging the whole table costs about the same and needs no bookkeeping.
 CHANGED_SHARE_LIMIT = 0.25
 FEED_TABLES = ("firmographics", "funding_rounds", "job_postings", "leadership_changes")
+MATCH_KEYS = ("norm_domain", "norm_name")
 
 
 @dataclass
@@ -117,19 +119,50 @@ _index_cache: dict[tuple[object, ...], AccountIndex] = {}
 def account_index(con: duckdb.DuckDBPyConnection) -> AccountIndex:
     """The matching index of the staged accounts, built once per content of staging.accounts.
 
-    Four feeds are matched against the same accounts in one run, and normalising a million names
-    and domains takes seconds; the index depends only on (account_id, name, domain), so it is
-    kept in memory under a fingerprint of those columns that DuckDB computes in milliseconds.
+    Four feeds are matched against the same accounts in one run; the index depends only on
+    (account_id, name, domain), so it is kept in memory under a fingerprint of those columns that
+    DuckDB computes in milliseconds. Staged accounts carry their normalised match keys (see
+    `_with_match_keys`), so building it is two grouped queries; a staging.accounts without them
+    (staged by older code) is normalised here.
     """
     if not table_exists(con, STAGING, "accounts"):
         return build_account_index(pd.DataFrame({"account_id": [], "name": [], "domain": []}, dtype="str"))
     fingerprint = tuple(_content(con, f"{STAGING}.accounts", list(ACCOUNT_COLUMNS)))
     if fingerprint not in _index_cache:
-        accounts = read_table(con, STAGING, "accounts", columns=list(ACCOUNT_COLUMNS))
-        assert accounts is not None
         _index_cache.clear()
-        _index_cache[fingerprint] = build_account_index(accounts)
+        if set(MATCH_KEYS) <= set(table_columns(con, STAGING, "accounts")):
+            _index_cache[fingerprint] = _index_from_staged(con)
+        else:
+            accounts = read_table(con, STAGING, "accounts", columns=list(ACCOUNT_COLUMNS))
+            assert accounts is not None
+            _index_cache[fingerprint] = build_account_index(accounts)
     return _index_cache[fingerprint]
+
+
+def _index_from_staged(con: duckdb.DuckDBPyConnection) -> AccountIndex:
+    """`index_from_keys` of the staged accounts' stored match keys, grouped by DuckDB."""
+    by_domain = to_frame(
+        con.sql(
+            f"""select norm_domain, min(account_id) as account_id from {STAGING}.accounts
+            where account_id is not null and norm_domain is not null group by norm_domain"""
+        )
+    ).set_index("norm_domain")["account_id"]
+    by_name = to_frame(
+        con.sql(
+            f"""select norm_name, min(account_id) as account_id, count(distinct account_id) as n_accounts
+            from {STAGING}.accounts where account_id is not null and norm_name is not null group by norm_name"""
+        )
+    ).set_index("norm_name")
+    by_name["n_accounts"] = by_name["n_accounts"].astype(np.int64)
+    by_name["account_id"] = by_name["account_id"].mask(by_name["n_accounts"] > 1)
+    return AccountIndex(by_domain=by_domain, by_name=by_name)
+
+
+def _with_match_keys(frame: pd.DataFrame, contract: TableContract) -> pd.DataFrame:
+    """Staged accounts with their normalised domain and name, the keys feeds are matched on."""
+    domain = contract.columns.get("domain")
+    normalized = domain is not None and domain.normalize == "domain"
+    return pd.concat([frame, account_match_keys(frame, domains_normalized=normalized)], axis=1)
 
 
 # The code and libraries that decide what staging produces: a change to any of them restages.
@@ -426,6 +459,8 @@ def _restage_changed(
         domain = contract.columns.get("domain")
         normalized = domain is not None and domain.normalize == "domain"
         changed.frame = match_feed(changed.frame, account_index(con), domains_normalized=normalized)
+    elif table == "accounts":
+        changed.frame = _with_match_keys(changed.frame, contract)
     key = " and ".join(f's."{c}" is not distinct from n."{c}"' for c in contract.primary_key)
     with contextlib.ExitStack() as frames:  # registered outside the transaction: unregistering never fails
         staged_columns = frames.enter_context(registered(con, "_new_staged", changed.frame))
@@ -575,6 +610,8 @@ def stage(
         normalized = domain is not None and domain.normalize == "domain"
         staged.frame = match_feed(staged.frame, account_index(con), domains_normalized=normalized)
         summary = match_summary(staged.frame)
+    elif table == "accounts":
+        staged.frame = _with_match_keys(staged.frame, contract)
     outcome = StagingOutcome(staged, raw_present, summary)
     replace_slice(con, ICP, QUARANTINE, staged.quarantine, {"table": table})
     replace_slice(

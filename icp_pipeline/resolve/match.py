@@ -47,7 +47,9 @@ __all__ = [
     "MATCH_METHODS",
     "AccountIndex",
     "MatchMethod",
+    "account_match_keys",
     "build_account_index",
+    "index_from_keys",
     "match_feed",
     "match_summary",
 ]
@@ -98,6 +100,24 @@ class AccountIndex:
         return self.by_name.index[self.by_name["n_accounts"].to_numpy() > 1]
 
 
+def account_match_keys(accounts: pd.DataFrame, domains_normalized: bool = False) -> pd.DataFrame:
+    """``norm_domain`` and ``norm_name`` of each account row (same index): what the index is built from.
+
+    Staging stores them with the accounts, so that a night which changed a few accounts
+    normalises only those instead of a million names and domains.
+    """
+    frame = pd.DataFrame(index=accounts.index)
+    domains = pd.DataFrame({"domain": accounts["domain"].array})
+    norm_domain = (
+        _renormalized(domains, "domain")
+        if domains_normalized
+        else _normalized(domains, "domain", normalize_domain)
+    )
+    frame["norm_domain"] = norm_domain.array
+    frame["norm_name"] = normalize_name(pd.Series(accounts["name"].array, copy=False)).array
+    return frame
+
+
 def build_account_index(accounts: pd.DataFrame) -> AccountIndex:
     """Normalise the accounts' domains and names and de-duplicate them into lookups.
 
@@ -110,17 +130,21 @@ def build_account_index(accounts: pd.DataFrame) -> AccountIndex:
     missing = [c for c in ACCOUNT_COLUMNS if c not in accounts.columns]
     if missing:
         raise KeyError(f"accounts is missing column(s) {missing}; need {ACCOUNT_COLUMNS}")
-
-    ids = accounts["account_id"]
-    keep = ids.notna().to_numpy()
-    frame = pd.DataFrame(
-        {
-            "account_id": _nullable(ids[keep]).array,
-            "norm_domain": normalize_domain(accounts["domain"][keep]).array,
-            "norm_name": normalize_name(accounts["name"][keep]).array,
-        }
+    keep = accounts["account_id"].notna().to_numpy()
+    keys = account_match_keys(accounts[keep])
+    return index_from_keys(
+        pd.DataFrame(
+            {
+                "account_id": _nullable(accounts["account_id"][keep]).array,
+                "norm_domain": keys["norm_domain"].array,
+                "norm_name": keys["norm_name"].array,
+            }
+        )
     )
 
+
+def index_from_keys(frame: pd.DataFrame) -> AccountIndex:
+    """The lookups from accounts' ``account_id`` (none missing), ``norm_domain`` and ``norm_name``."""
     by_domain = (
         frame.loc[frame["norm_domain"].notna(), ["norm_domain", "account_id"]]
         .groupby("norm_domain", sort=False)["account_id"]
@@ -266,6 +290,8 @@ def _lookup(keys: pd.Series, table: pd.Index) -> np.ndarray:
     if len(table) == 0 or len(keys) == 0:
         return np.full(len(keys), -1, dtype=np.int64)
     value_set = _arrow(table.astype(STR_DTYPE))
+    if len(keys) * _FEW_KEYS_RATIO < len(table):
+        return _lookup_few(_arrow(pd.Series(keys.astype(STR_DTYPE).array, copy=False)), value_set)
 
     def probe(chunk: pd.Series) -> pd.Series:
         found = pc.index_in(_arrow(chunk), value_set=value_set).fill_null(-1)
@@ -273,6 +299,22 @@ def _lookup(keys: pd.Series, table: pd.Index) -> np.ndarray:
 
     positions = map_chunks(probe, pd.Series(keys.astype(STR_DTYPE).array, copy=False))
     return positions.to_numpy(dtype=np.int64)
+
+
+# Below one key per this many table entries, the keys are hashed instead of the table: a night's
+# few thousand new feed rows probed a million account keys, rebuilding their hash table each time.
+_FEW_KEYS_RATIO = 16
+
+
+def _lookup_few(keys: pa.Array, table: pa.Array) -> np.ndarray:
+    """`_lookup` for few keys: the table is scanned against the keys' distinct values."""
+    wanted = pc.unique(keys)
+    hits = pc.index_in(table, value_set=wanted)  # per table entry: which wanted value it is
+    found = pc.is_valid(hits)
+    table_position = np.full(len(wanted), -1, dtype=np.int64)
+    table_position[hits.filter(found).to_numpy()] = np.flatnonzero(found.to_numpy(zero_copy_only=False))
+    which = pc.index_in(keys, value_set=wanted).to_numpy(zero_copy_only=False)
+    return table_position[which.astype(np.int64)]
 
 
 def _arrow(values: pd.Series | pd.Index) -> pa.Array:
