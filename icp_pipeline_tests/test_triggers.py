@@ -43,6 +43,19 @@ def test_planted_triggers_are_found_and_few_are_invented(demo) -> None:
         assert len(found - planted) <= 0.05 * max(len(found), 1), (trigger_type, sorted(found - planted)[:5])
 
 
+def test_events_already_in_the_ledger_are_left_out_and_the_others_kept_as_they_were(demo) -> None:
+    _, warehouse, _ = demo
+    feeds = {feed: read(warehouse, f"select * from staging.{feed}") for feed in FEEDS}
+    events, _ = detect_all(feeds, AS_OF, IcpConfig().triggers)
+    known = pd.Index(events["event_id"].iloc[::2], dtype="str")
+    rest, _ = detect_all(feeds, AS_OF, IcpConfig().triggers, known)
+    expected = events[~events["event_id"].isin(set(known))].reset_index(drop=True)
+    pd.testing.assert_frame_equal(rest, expected)
+    assert set(rest["trigger_type"]) == set(events["trigger_type"]) and len(set(events["trigger_type"])) == 5
+    everything, _ = detect_all(feeds, AS_OF, IcpConfig().triggers, pd.Index(events["event_id"], dtype="str"))
+    assert everything.empty
+
+
 @pytest.mark.parametrize(
     ("title", "level"),
     [

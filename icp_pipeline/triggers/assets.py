@@ -12,7 +12,7 @@ from icp_pipeline.resources import IcpSettings, partition_date
 from icp_pipeline.scoring.assets import PROFILE
 from icp_pipeline.triggers.detect import EVENT_COLUMNS, FEED_COLUMNS, detect_all
 from icp_pipeline.triggers.net_new import model_from_profile_rows, net_new_accounts
-from icp_pipeline.warehouse import connect, read_present_columns, replace_slice, table_exists
+from icp_pipeline.warehouse import connect, read_present_columns, read_table, replace_slice, table_exists
 
 TRIGGER_EVENTS = dg.AssetKey(["icp", "trigger_events"])
 FEEDS = ("funding_rounds", "job_postings", "leadership_changes", "firmographics")
@@ -49,13 +49,15 @@ def append_new_events(con: Any, events: pd.DataFrame) -> int:
     ),
 )
 def trigger_events(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.MaterializeResult:
-    """Detect triggers as of the partition date; only events never seen before are added."""
+    """Detect triggers as of the partition date; only events never seen before are built and added."""
     config = icp.load_config()
     as_of = partition_date(context)
     with connect(icp.warehouse_path(), read_only=True) as con:
         feeds = {feed: read_present_columns(con, STAGING, feed, FEED_COLUMNS[feed]) for feed in FEEDS}
         profile_rows = con.execute("select * from icp.icp_profile where as_of = ?", [as_of]).df()
-    events, skipped = detect_all(feeds, as_of, config.triggers)
+        ledger = read_table(con, "icp", "trigger_events", columns=["event_id"])
+    known = pd.Index(ledger["event_id"], dtype="str") if ledger is not None else None
+    events, skipped = detect_all(feeds, as_of, config.triggers, known)
     for note in skipped:
         context.log.warning(f"trigger {note}")
     events = events.assign(as_of=as_of)[[*EVENT_COLUMNS, "as_of"]]
@@ -77,11 +79,10 @@ def trigger_events(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.Ma
         if len(net_new):
             replace_slice(con, "icp", "net_new_accounts", net_new, {"as_of": as_of})
     by_type = events["trigger_type"].value_counts().to_dict()
-    context.log.info(f"triggers as of {as_of}: {len(events):,} in window, {added:,} new; {by_type}")
+    context.log.info(f"triggers as of {as_of}: {added:,} new events; {by_type}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": stored,
-            "events_in_window": len(events),
             "new_events": added,
             **{f"events_{kind}": int(count) for kind, count in by_type.items()},
             "unmatched_feed_rows": dg.MetadataValue.json(unmatched),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from icp_pipeline.config import TriggerConfig
+from icp_pipeline.frames import isin
 
 EVENT_COLUMNS = [
     "event_id",
@@ -67,25 +68,50 @@ def _window(values: pd.Series, as_of: dt.date, days: int) -> pd.Series:
     return (values < end) & (values >= end - pd.Timedelta(days=days + 1))
 
 
-def _events(trigger_type: str, frame: pd.DataFrame, source_table: str, evidence: list[dict]) -> pd.DataFrame:
+# The evidence of the events at some positions of a detector's hit rows, built only for those:
+# a night's window holds every event of the last months, and nearly all are in the ledger already.
+EvidenceOf = Callable[[np.ndarray], Iterable[dict[str, object]]]
+
+
+def _events(
+    trigger_type: str, frame: pd.DataFrame, source_table: str, evidence: EvidenceOf, seen: pd.Index | None
+) -> pd.DataFrame:
+    """Event rows of a detector's hits, those whose id is in `seen` (the ledger) left out."""
     if frame.empty:
         return pd.DataFrame(columns=EVENT_COLUMNS)
+    account_ids = frame["account_id"].astype("str")
+    source_keys = frame["source_key"].astype("str")
+    ids = event_ids(trigger_type, account_ids, source_keys).to_numpy()
+    positions = (
+        np.flatnonzero(~np.asarray(isin(pd.Series(ids, dtype="str"), seen), dtype=bool))
+        if seen is not None and len(seen)
+        else np.arange(len(frame))
+    )
     out = pd.DataFrame(
         {
-            "account_id": frame["account_id"].astype("str").to_numpy(),
+            "event_id": ids[positions],
+            "account_id": account_ids.to_numpy()[positions],
             "trigger_type": trigger_type,
-            "occurred_at": frame["occurred_at"].to_numpy(),
-            "strength": frame["strength"].astype(float).round(3).to_numpy(),
-            "evidence": [json.dumps(item, default=str, sort_keys=True) for item in evidence],
+            "occurred_at": frame["occurred_at"].to_numpy()[positions],
+            "strength": frame["strength"].astype(float).round(3).to_numpy()[positions],
+            "evidence": [json.dumps(item, default=str, sort_keys=True) for item in evidence(positions)],
             "source_table": source_table,
-            "source_key": frame["source_key"].astype("str").to_numpy(),
+            "source_key": source_keys.to_numpy()[positions],
         }
     )
-    out.insert(0, "event_id", event_ids(trigger_type, out["account_id"], out["source_key"]).to_numpy())
     return out[EVENT_COLUMNS]
 
 
-def funding_events(rounds: pd.DataFrame, as_of: dt.date, config: TriggerConfig) -> pd.DataFrame:
+def _at(
+    positions: np.ndarray, *columns: pd.Series | np.ndarray | list[object]
+) -> Iterable[tuple[object, ...]]:
+    """The values of several columns at some positions, row by row (for building evidence)."""
+    return zip(*(np.asarray(column, dtype=object)[positions] for column in columns), strict=True)
+
+
+def funding_events(
+    rounds: pd.DataFrame, as_of: dt.date, config: TriggerConfig, seen: pd.Index | None = None
+) -> pd.DataFrame:
     """A round announced within the window; stronger for later rounds and larger amounts."""
     rule = config.funding
     amount = rounds["amount_usd"].astype("Float64").fillna(0.0)
@@ -103,14 +129,19 @@ def funding_events(rounds: pd.DataFrame, as_of: dt.date, config: TriggerConfig) 
         strength=np.clip(0.7 * base + 0.3 * size, 0, 1),
         source_key=hit["round_id"],
     )
-    evidence = [
-        {"round_type": t, "amount_usd": None if pd.isna(a) else float(a), "source_ids": [r]}
-        for t, a, r in zip(hit["round_type"], hit["amount_usd"], hit["round_id"], strict=True)
-    ]
-    return _events("funding", frame, "funding_rounds", evidence)
+
+    def evidence(at: np.ndarray) -> Iterable[dict[str, object]]:
+        return (
+            {"round_type": t, "amount_usd": None if pd.isna(a) else float(a), "source_ids": [r]}
+            for t, a, r in _at(at, hit["round_type"], hit["amount_usd"], hit["round_id"])
+        )
+
+    return _events("funding", frame, "funding_rounds", evidence, seen)
 
 
-def hiring_surge_events(postings: pd.DataFrame, as_of: dt.date, config: TriggerConfig) -> pd.DataFrame:
+def hiring_surge_events(
+    postings: pd.DataFrame, as_of: dt.date, config: TriggerConfig, seen: pd.Index | None = None
+) -> pd.DataFrame:
     """Recent postings against the account's own monthly baseline: ratio and minimum count."""
     rule = config.hiring_surge
     columns = ["account_id", "posting_id", "posted_at", *(["department"] if rule.departments else [])]
@@ -145,16 +176,19 @@ def hiring_surge_events(postings: pd.DataFrame, as_of: dt.date, config: TriggerC
     frame = surge.assign(
         strength=np.clip(ratio / (4 * rule.min_ratio), 0.3, 1.0), source_key=surge["first_posting"]
     )
-    evidence = [
-        {
-            "recent_postings": int(r),
-            "recent_days": rule.recent_days,
-            "monthly_baseline": round(float(b), 2),
-            "first_posting_id": p,
-        }
-        for r, b, p in zip(surge["recent"], surge["monthly_baseline"], surge["first_posting"], strict=True)
-    ]
-    return _events("hiring_surge", frame, "job_postings", evidence)
+
+    def evidence(at: np.ndarray) -> Iterable[dict[str, object]]:
+        return (
+            {
+                "recent_postings": int(r),
+                "recent_days": rule.recent_days,
+                "monthly_baseline": round(float(b), 2),
+                "first_posting_id": p,
+            }
+            for r, b, p in _at(at, surge["recent"], surge["monthly_baseline"], surge["first_posting"])
+        )
+
+    return _events("hiring_surge", frame, "job_postings", evidence, seen)
 
 
 def title_level(titles: pd.Series) -> pd.Series:
@@ -174,32 +208,39 @@ def title_function(titles: pd.Series) -> pd.Series:
     return function
 
 
-def leadership_events(changes: pd.DataFrame, as_of: dt.date, config: TriggerConfig) -> pd.DataFrame:
+def leadership_events(
+    changes: pd.DataFrame, as_of: dt.date, config: TriggerConfig, seen: pd.Index | None = None
+) -> pd.DataFrame:
     """An executive joined or was promoted within the window, in the configured levels and functions."""
     rule = config.leadership_change
-    known = changes[changes["account_id"].notna() & _window(changes["effective_at"], as_of, rule.window_days)]
-    kind = known["change_type"].astype("str").str.strip().str.lower()
-    known = known[kind.isin([k.lower() for k in rule.change_types])]
-    level, function = title_level(known["title"]), title_function(known["title"])
+    matched = changes[
+        changes["account_id"].notna() & _window(changes["effective_at"], as_of, rule.window_days)
+    ]
+    kind = matched["change_type"].astype("str").str.strip().str.lower()
+    matched = matched[kind.isin([k.lower() for k in rule.change_types])]
+    level, function = title_level(matched["title"]), title_function(matched["title"])
     keep = level.isin(rule.levels)
     if rule.functions:
         keep &= function.isin(rule.functions)
-    hit = known[keep].assign(level=level[keep], function=function[keep])
+    hit = matched[keep].assign(level=level[keep], function=function[keep])
     strength = hit["level"].map({"c_level": 1.0, "vp": 0.75, "head": 0.6}).astype(float)
     frame = hit.assign(occurred_at=hit["effective_at"], strength=strength, source_key=hit["change_id"])
-    evidence = [
-        {"title": t, "person_name": p, "change_type": c, "level": lv, "function": f, "source_ids": [i]}
-        for t, p, c, lv, f, i in zip(
-            hit["title"],
-            hit["person_name"],
-            hit["change_type"],
-            hit["level"],
-            hit["function"],
-            hit["change_id"],
-            strict=True,
+
+    def evidence(at: np.ndarray) -> Iterable[dict[str, object]]:
+        return (
+            {"title": t, "person_name": p, "change_type": c, "level": lv, "function": f, "source_ids": [i]}
+            for t, p, c, lv, f, i in _at(
+                at,
+                hit["title"],
+                hit["person_name"],
+                hit["change_type"],
+                hit["level"],
+                hit["function"],
+                hit["change_id"],
+            )
         )
-    ]
-    return _events("leadership_change", frame, "leadership_changes", evidence)
+
+    return _events("leadership_change", frame, "leadership_changes", evidence, seen)
 
 
 OBSERVATION_COLUMNS = ("account_id", "observed_at", "employee_count", "tech_stack", "_raw_key")
@@ -262,6 +303,7 @@ def headcount_events(
     firmographics: pd.DataFrame,
     as_of: dt.date,
     config: TriggerConfig,
+    seen: pd.Index | None = None,
     observations: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     rule = config.headcount_growth
@@ -273,11 +315,14 @@ def headcount_events(
     frame = hit.assign(
         occurred_at=hit["observed_at"], strength=np.clip(grew, 0.2, 1.0), source_key=hit["_raw_key"]
     )
-    evidence = [
-        {"employees_before": int(b), "employees_now": int(n), "growth": round(float(g), 3)}
-        for b, n, g in zip(hit["previous_employees"], hit["employee_count"], grew, strict=True)
-    ]
-    return _events("headcount_growth", frame, "firmographics", evidence)
+
+    def evidence(at: np.ndarray) -> Iterable[dict[str, object]]:
+        return (
+            {"employees_before": int(b), "employees_now": int(n), "growth": round(float(g), 3)}
+            for b, n, g in _at(at, hit["previous_employees"], hit["employee_count"], grew)
+        )
+
+    return _events("headcount_growth", frame, "firmographics", evidence, seen)
 
 
 def _stack_items(values: pd.Series) -> tuple[np.ndarray, pa.Array]:
@@ -331,6 +376,7 @@ def tech_change_events(
     firmographics: pd.DataFrame,
     as_of: dt.date,
     config: TriggerConfig,
+    seen: pd.Index | None = None,
     observations: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Technologies added or dropped between observations (only watched ones when a watch list is set)."""
@@ -340,11 +386,16 @@ def tech_change_events(
     changed = np.array([bool(a or d) for a, d in zip(added, dropped, strict=True)], dtype=bool)
     hit = pairs[changed]
     frame = hit.assign(occurred_at=hit["observed_at"], strength=0.5, source_key=hit["_raw_key"])
-    evidence = [{"added": a, "dropped": d} for a, d, c in zip(added, dropped, changed, strict=True) if c]
-    return _events("tech_change", frame, "firmographics", evidence)
+    changes = [(a, d) for a, d, c in zip(added, dropped, changed, strict=True) if c]
+
+    def evidence(at: np.ndarray) -> Iterable[dict[str, object]]:
+        return ({"added": changes[i][0], "dropped": changes[i][1]} for i in at.tolist())
+
+    return _events("tech_change", frame, "firmographics", evidence, seen)
 
 
-DETECTORS: dict[str, tuple[str, Callable[[pd.DataFrame, dt.date, TriggerConfig], pd.DataFrame]]] = {
+Detector = Callable[..., pd.DataFrame]  # (feed, as_of, config, seen=..., [observations=...])
+DETECTORS: dict[str, tuple[str, Detector]] = {
     "funding": ("funding_rounds", funding_events),
     "hiring_surge": ("job_postings", hiring_surge_events),
     "leadership_change": ("leadership_changes", leadership_events),
@@ -354,9 +405,13 @@ DETECTORS: dict[str, tuple[str, Callable[[pd.DataFrame, dt.date, TriggerConfig],
 
 
 def detect_all(
-    feeds: dict[str, pd.DataFrame | None], as_of: dt.date, config: TriggerConfig
+    feeds: dict[str, pd.DataFrame | None],
+    as_of: dt.date,
+    config: TriggerConfig,
+    seen: pd.Index | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Events of every detector whose feed exists, and a note per detector that could not run."""
+    """Events of every detector whose feed exists, but those whose id is in `seen` (the ledger's
+    ids: they were detected before), and a note per detector that could not run."""
     frames, skipped = [], []
     observations: pd.DataFrame | None = None
     for trigger_type, (table, detector) in DETECTORS.items():
@@ -367,9 +422,9 @@ def detect_all(
         if table == "firmographics":
             # Headcount and tech changes both compare each account's last two observations: find them once.
             observations = latest_observations(feed, as_of) if observations is None else observations
-            frames.append(detector(feed, as_of, config, observations=observations))  # type: ignore[call-arg]
+            frames.append(detector(feed, as_of, config, seen=seen, observations=observations))
         else:
-            frames.append(detector(feed, as_of, config))
+            frames.append(detector(feed, as_of, config, seen=seen))
     events = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EVENT_COLUMNS)
     return events.drop_duplicates("event_id", ignore_index=True), skipped
 
