@@ -388,9 +388,12 @@ def _restage_changed(
     staging them again would give the same rows, quarantine and findings. So the changed keys'
     old outcome is deleted and their new rows are staged, checked and inserted in one transaction.
 
-    None (stage the whole table) when that is not provably the same as a full staging: a new
-    context, a clock rule in play, too many changes, raw rows that do not add up with what was
-    staged, or a staged key that more than one raw key produces (deduplication across raw keys).
+    None (stage the whole table) when that would not be what a full staging gives: a new context,
+    a clock rule in play, too many changes, raw rows that do not add up with what was staged, or a
+    staged key that more than one raw key produces (deduplication across raw keys). Raw is
+    trusted to be written by ingest only: a raw row edited in place keeps its stamp and is not
+    staged again until the next full staging (deleting the table's row in icp.staging_inputs
+    forces one).
     """
     table = contract.table
     kept = _kept_state(con, table)
