@@ -50,6 +50,35 @@ def test_rerun_of_same_drop_duplicates_nothing(minimal_drop: Path, tmp_path: Pat
     assert sent == {"accounts": 0, "opportunities": 0}
 
 
+def unchanged_files(result) -> dict[str, bool]:  # type: ignore[no-untyped-def]
+    return {
+        m.asset_key.path[-1]: m.metadata["unchanged_file"].value
+        for m in result.asset_materializations_for_node("raw_file_drop")
+        if "unchanged_file" in m.metadata
+    }
+
+
+def test_a_file_loaded_before_into_an_untouched_raw_table_is_not_read_again(
+    minimal_drop: Path, tmp_path: Path, materialize_raw
+) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    assert unchanged_files(materialize_raw(minimal_drop)) == {"accounts": False, "opportunities": False}
+    first = raw_rows(warehouse, "accounts")
+    assert unchanged_files(materialize_raw(minimal_drop)) == {"accounts": True, "opportunities": True}
+    pd.testing.assert_frame_equal(raw_rows(warehouse, "accounts"), first)
+
+    # The same size, other bytes: read, and the changed row merged.
+    write_drop(minimal_drop, {"crm/accounts.csv": ACCOUNTS_CSV.replace("Retail,40", "Retail,41")})
+    assert unchanged_files(materialize_raw(minimal_drop)) == {"accounts": False, "opportunities": True}
+    assert raw_rows(warehouse, "accounts").set_index("account_id").loc["A2", "employee_count"] == "41"
+
+    # Raw changed behind ingest's back: the file is read again and restores the row.
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("delete from raw.accounts where account_id = 'A2'")
+    assert unchanged_files(materialize_raw(minimal_drop)) == {"accounts": False, "opportunities": True}
+    assert len(raw_rows(warehouse, "accounts")) == 3
+
+
 def test_changed_row_in_later_drop_updates_in_place(
     minimal_drop: Path, tmp_path: Path, materialize_raw
 ) -> None:

@@ -76,6 +76,13 @@ class RuleResult:
         return self.failed == 0
 
 
+def empty_findings() -> pd.DataFrame:
+    """No failing rows: the findings of a table where every row passed and no key repeated."""
+    return pd.DataFrame(
+        {"row_key": pd.Series(dtype="str"), "rule": pd.Series(dtype="str"), "rows": pd.Series(dtype="int64")}
+    )
+
+
 @dataclass
 class StagedTable:
     """The outcome of staging one raw table."""
@@ -88,7 +95,7 @@ class StagedTable:
     duplicates_removed: int
     # Failing rows per raw key and rule (`row.duplicate` for rows deduplication dropped):
     # row_key, rule, rows. What restaging only some keys subtracts for the keys it replaces.
-    findings: pd.DataFrame = field(default_factory=lambda: empty_findings())
+    findings: pd.DataFrame = field(default_factory=empty_findings)
 
     @property
     def quarantined_rows(self) -> int:
@@ -101,12 +108,6 @@ class StagedTable:
     @property
     def blocking_failures(self) -> list[RuleResult]:
         return [r for r in self.results if r.severity == "block" and not r.passed]
-
-
-def empty_findings() -> pd.DataFrame:
-    return pd.DataFrame(
-        {"row_key": pd.Series(dtype="str"), "rule": pd.Series(dtype="str"), "rows": pd.Series(dtype="int64")}
-    )
 
 
 def _epoch_days(year: float) -> float:

@@ -13,6 +13,7 @@ from icp_pipeline.config import contracts_dir, load_config
 from icp_pipeline.contracts.spec import load_contracts
 from icp_pipeline.ingest.file_drop import TableLoadStats, empty_source_for_specs, file_drop_pipeline
 from icp_pipeline.ingest.sources import build_raw_source
+from icp_pipeline.ingest.unchanged import record_loaded
 from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.resources import IcpSettings
 
@@ -78,9 +79,16 @@ def raw_file_drop(
                 "rows_in_file": dg.MetadataValue.int(table_stats.rows_in_file),
                 "rows_sent": dg.MetadataValue.int(table_stats.rows_sent),
                 "full_load": table_stats.full_load,
+                "unchanged_file": table_stats.unchanged,
             }
             context.log.info(
                 f"raw/{table}: {table_stats.rows_in_file:,} rows in {table_stats.file}, "
-                f"{table_stats.rows_sent:,} new or changed"
+                + (
+                    "file unchanged since its last load"
+                    if table_stats.unchanged
+                    else f"{table_stats.rows_sent:,} new or changed"
+                )
             )
         yield dg.MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra})
+    # Only now is the load committed: the next run may skip these files if they stay the same.
+    record_loaded(warehouse, [(s.identity, s.rows_in_file) for s in stats.values() if s.identity is not None])

@@ -35,6 +35,7 @@ from icp_pipeline.ingest.files import (
     iter_identified_chunks,
     with_lineage,
 )
+from icp_pipeline.ingest.unchanged import FileIdentity, identify, unchanged_rows
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class TableLoadStats:
     rows_sent: int = 0
     keys_changed: int = 0
     full_load: bool = True
+    unchanged: bool = False  # the file is the one loaded last time: not read again
+    identity: FileIdentity | None = None  # set for files read, recorded once the load succeeded
 
 
 def _changed_keys(
@@ -147,6 +150,13 @@ def _table_resource(
             return
         source_file = str(table_file.path.relative_to(inventory.source_dir))
         table_stats = stats.setdefault(contract.table, TableLoadStats(file=source_file))
+        identity = identify(contract, table_file.path, source_file)
+        rows_before = None if first_load else unchanged_rows(warehouse, identity)
+        if rows_before is not None:
+            log.info("%s: unchanged since it was last loaded, not read again", source_file)
+            table_stats.rows_in_file, table_stats.full_load, table_stats.unchanged = rows_before, False, True
+            return
+        table_stats.identity = identity
         already_read: list[pa.Table] = []
         changed = _changed_keys(table_file, warehouse, already_read)
         table_stats.full_load = changed is None
