@@ -286,6 +286,29 @@ def test_raw_rows_that_do_not_add_up_with_the_last_staging_stage_the_whole_table
     assert_same_as_full(warehouse, full_restaging(warehouse, tmp_path, AS_OF), AS_OF)
 
 
+def test_a_new_column_in_a_drop_of_new_rows_only_stages_the_whole_table(
+    copy: tuple[Path, Path], tmp_path: Path
+) -> None:
+    drop, warehouse = copy
+    postings_file = drop / "feeds" / "job_postings.csv"
+    template = read_rows(postings_file)[-1]
+    # Tonight's file holds only two new postings, with a column never delivered before: raw keeps
+    # the earlier rows (without it), and the staged table needs the column for every row.
+    write_rows(
+        postings_file,
+        [
+            template | {"posting_id": f"N-{i}", "posted_at": "2026-10-31", "seniority": "senior"}
+            for i in (1, 2)
+        ],
+    )
+    materialize_nightly(drop, warehouse, AS_OF.isoformat(), 'key:"raw/*"')
+    outcome = stage_all(warehouse, AS_OF)["job_postings"]
+    assert outcome.restaged_keys is None and outcome.reused_from is None
+    staged = snapshot(warehouse, "job_postings").set_index("posting_id")
+    assert staged.loc["N-1", "seniority"] == "senior" and staged["seniority"].isna().sum() == len(staged) - 2
+    assert_same_as_full(warehouse, full_restaging(warehouse, tmp_path, AS_OF), AS_OF)
+
+
 def test_a_quarter_of_the_rows_changed_stages_the_whole_table(copy: tuple[Path, Path]) -> None:
     drop, warehouse = copy
     accounts_file = drop / "crm" / "accounts.csv"

@@ -389,8 +389,9 @@ def _restage_changed(
     old outcome is deleted and their new rows are staged, checked and inserted in one transaction.
 
     None (stage the whole table) when that would not be what a full staging gives: a new context,
-    a clock rule in play, too many changes, raw rows that do not add up with what was staged, or a
-    staged key that more than one raw key produces (deduplication across raw keys). Raw is
+    a clock rule in play, too many changes, raw rows that do not add up with what was staged, new
+    or dropped columns, or a staged key that more than one raw key produces (deduplication
+    across raw keys). Raw is
     trusted to be written by ingest only: a raw row edited in place keeps its stamp and is not
     staged again until the next full staging (deleting the table's row in icp.staging_inputs
     forces one).
@@ -464,6 +465,8 @@ def _restage_changed(
         changed.frame = match_feed(changed.frame, account_index(con), domains_normalized=normalized)
     elif table == "accounts":
         changed.frame = _with_match_keys(changed.frame, contract)
+    if set(changed.frame.columns) != set(table_columns(con, STAGING, table)):
+        return None  # a column came or went (a new column in the drop): every row gets the new layout
     key = " and ".join(f's."{c}" is not distinct from n."{c}"' for c in contract.primary_key)
     with contextlib.ExitStack() as frames:  # registered outside the transaction: unregistering never fails
         staged_columns = frames.enter_context(registered(con, "_new_staged", changed.frame))
