@@ -449,22 +449,7 @@ def _restage_changed(
         return None
 
     arrivals = to_frame(con.sql(f'select * from {RAW}."{table}" where {arrived}'))
-    changed = stage_table(
-        arrivals,
-        contract,
-        as_of=as_of,
-        now=now,
-        stages=config.stages.known,
-        reference_keys=_reference_keys(con, contract),
-        max_bad_share=config.contracts.max_bad_share.get(table),
-        freshness_days=config.contracts.freshness_days.get(table),
-    )
-    if table in FEED_TABLES:
-        domain = contract.columns.get("domain")
-        normalized = domain is not None and domain.normalize == "domain"
-        changed.frame = match_feed(changed.frame, account_index(con), domains_normalized=normalized)
-    elif table == "accounts":
-        changed.frame = _with_match_keys(changed.frame, contract)
+    changed = _stage_rows(con, arrivals, contract, config, as_of, now)
     if set(changed.frame.columns) != set(table_columns(con, STAGING, table)):
         return None  # a column came or went (a new column in the drop): every row gets the new layout
     key = " and ".join(f's."{c}" is not distinct from n."{c}"' for c in contract.primary_key)
@@ -505,6 +490,36 @@ def _restage_changed(
     results = results_frame(outcome.staged.results, as_of)
     replace_slice(con, ICP, CONTRACT_RESULTS, results, {"table": table, "as_of": as_of})
     return outcome
+
+
+def _stage_rows(
+    con: duckdb.DuckDBPyConnection,
+    raw: pd.DataFrame,
+    contract: TableContract,
+    config: IcpConfig,
+    as_of: dt.date,
+    now: dt.datetime,
+) -> StagedTable:
+    """`stage_table` and what staging adds to its rows: feeds matched to accounts, accounts'
+    match keys. The same for a whole table and for the rows of its changed keys."""
+    table = contract.table
+    staged = stage_table(
+        raw,
+        contract,
+        as_of=as_of,
+        now=now,
+        stages=config.stages.known,
+        reference_keys=_reference_keys(con, contract),
+        max_bad_share=config.contracts.max_bad_share.get(table),
+        freshness_days=config.contracts.freshness_days.get(table),
+    )
+    if table in FEED_TABLES:
+        domain = contract.columns.get("domain")
+        normalized = domain is not None and domain.normalize == "domain"
+        staged.frame = match_feed(staged.frame, account_index(con), domains_normalized=normalized)
+    elif table == "accounts":
+        staged.frame = _with_match_keys(staged.frame, contract)
+    return staged
 
 
 def _whole_table_outcome(
@@ -596,28 +611,12 @@ def stage(
     _record_inputs(con, table, None, None, as_of, now)
     raw = read_table(con, RAW, table)
     raw_present = raw is not None
-    staged = stage_table(
-        raw if raw is not None else _empty_raw(contract),
-        contract,
-        as_of=as_of,
-        now=now,
-        stages=config.stages.known,
-        reference_keys=_reference_keys(con, contract),
-        max_bad_share=config.contracts.max_bad_share.get(table),
-        freshness_days=config.contracts.freshness_days.get(table),
-    )
+    staged = _stage_rows(con, raw if raw is not None else _empty_raw(contract), contract, config, as_of, now)
     if not raw_present and not contract.file_required:
         # No rows ever delivered for an optional file: its absence is allowed, so is its staleness.
         # A required file that delivered no rows (header only) keeps its freshness rule and blocks.
         staged.results = [r for r in staged.results if not r.rule_id.endswith(".freshness")]
-    summary = None
-    if table in FEED_TABLES:
-        domain = contract.columns.get("domain")
-        normalized = domain is not None and domain.normalize == "domain"
-        staged.frame = match_feed(staged.frame, account_index(con), domains_normalized=normalized)
-        summary = match_summary(staged.frame)
-    elif table == "accounts":
-        staged.frame = _with_match_keys(staged.frame, contract)
+    summary = match_summary(staged.frame) if table in FEED_TABLES else None
     outcome = StagingOutcome(staged, raw_present, summary)
     replace_slice(con, ICP, QUARANTINE, staged.quarantine, {"table": table})
     replace_slice(
