@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pandas as pd
 import pyarrow as pa
@@ -50,7 +51,8 @@ def test_rerun_of_same_drop_duplicates_nothing(minimal_drop: Path, tmp_path: Pat
     assert sent == {"accounts": 0, "opportunities": 0}
 
 
-def unchanged_files(result) -> dict[str, bool]:  # type: ignore[no-untyped-def]
+def unchanged_files(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    """Per raw table, whether its file was skipped as unchanged (from the asset's metadata)."""
     return {
         m.asset_key.path[-1]: m.metadata["unchanged_file"].value
         for m in result.asset_materializations_for_node("raw_file_drop")
