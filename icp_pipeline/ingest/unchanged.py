@@ -55,7 +55,11 @@ def identify(contract: TableContract, path: Path, file: str) -> FileIdentity:
 
 
 def _raw_state(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> tuple[int, str]:
-    """Row count and row-hash sum of a raw table: any load or edit by row changes one of them."""
+    """Row count and row-hash sum of a raw table: a load, or a row deleted or added, changes them.
+
+    A value edited in place with its `_row_hash` left as it was goes unnoticed: raw is written by
+    ingest only, which hashes every row it writes.
+    """
     count, total = con.execute(
         f'select count(*), sum("{ROW_HASH}"::hugeint) from {schema}."{table}"'
     ).fetchall()[0]
