@@ -12,7 +12,6 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import duckdb
@@ -33,6 +32,7 @@ from icp_pipeline.contracts.validate import (
     stage_table,
     table_results,
 )
+from icp_pipeline.digests import code_digest
 from icp_pipeline.ingest.files import LOADED_AT, RAW_KEY
 from icp_pipeline.resolve.match import (
     ACCOUNT_COLUMNS,
@@ -158,11 +158,16 @@ def _index_from_staged(con: duckdb.DuckDBPyConnection) -> AccountIndex:
     return AccountIndex(by_domain=by_domain, by_name=by_name)
 
 
+def _domains_normalized(contract: TableContract) -> bool:
+    """Whether staging stores the table's `domain` normalised already (its contract says so)."""
+    domain = contract.columns.get("domain")
+    return domain is not None and domain.normalize == "domain"
+
+
 def _with_match_keys(frame: pd.DataFrame, contract: TableContract) -> pd.DataFrame:
     """Staged accounts with their normalised domain and name, the keys feeds are matched on."""
-    domain = contract.columns.get("domain")
-    normalized = domain is not None and domain.normalize == "domain"
-    return pd.concat([frame, account_match_keys(frame, domains_normalized=normalized)], axis=1)
+    keys = account_match_keys(frame, domains_normalized=_domains_normalized(contract))
+    return pd.concat([frame, keys], axis=1)
 
 
 # The code and libraries that decide what staging produces: a change to any of them restages.
@@ -174,15 +179,6 @@ _STAGING_CODE = (
     Path(__file__).parents[1] / "resolve" / "normalize.py",
 )
 _LIBRARIES = ("pandas", "pyarrow", "great_expectations", "duckdb")
-
-
-def _code_digest() -> str:
-    digest = hashlib.sha256()
-    for source in _STAGING_CODE:
-        digest.update(source.read_bytes())
-    for library in _LIBRARIES:
-        digest.update(f"{library}={metadata.version(library)}".encode())
-    return digest.hexdigest()
 
 
 def inputs_fingerprints(
@@ -201,7 +197,7 @@ def inputs_fingerprints(
     if not table_exists(con, RAW, table):
         return None
     parts: dict[str, object] = {
-        "code": _code_digest(),
+        "code": code_digest(_STAGING_CODE, _LIBRARIES),
         "contract": contract.model_dump_json(),
         "config": config.model_dump_json(),
     }
@@ -280,28 +276,27 @@ def _reuse(
         for r in previous.itertuples(index=False)
         if r.rule != freshness
     ]
-    if contract.freshness is not None:
-        column = read_table(con, STAGING, table, columns=[contract.freshness.column])
-        assert column is not None
-        results.append(freshness_result(column, contract, as_of, config.contracts.freshness_days.get(table)))
-    quarantine = to_frame(con.sql(f'select * from {ICP}.{QUARANTINE} where "table" = ?', params=[table]))
-    staged_rows = int(kept["staged_rows"])
-    staged = StagedTable(
-        table,
-        pd.DataFrame(index=pd.RangeIndex(staged_rows)),
-        quarantine,
+    outcome = _outcome_in_warehouse(
+        con,
+        contract,
+        config,
         results,
+        _stored_quarantine(con, table),
+        int(kept["staged_rows"]),
         int(kept["raw_rows"]),
         int(kept["duplicates_removed"]),
+        as_of,
     )
-    summary = None
-    if table in FEED_TABLES:
-        methods = read_table(con, STAGING, table, columns=["match_method"])
-        summary = match_summary(methods) if methods is not None else None
-    outcome = StagingOutcome(staged, True, summary, reused_from=staged_as_of)
+    outcome.reused_from = staged_as_of
     if outcome.blocked_reason is not None:
         return None  # stale now: staged again, so the blocking rule is reported as usual
-    replace_slice(con, ICP, CONTRACT_RESULTS, results_frame(results, as_of), {"table": table, "as_of": as_of})
+    replace_slice(
+        con,
+        ICP,
+        CONTRACT_RESULTS,
+        results_frame(outcome.staged.results, as_of),
+        {"table": table, "as_of": as_of},
+    )
     con.execute(f'update {ICP}.{STAGING_INPUTS} set as_of = ? where "table" = ?', [as_of, table])
     return outcome
 
@@ -514,8 +509,7 @@ def _stage_rows(
         freshness_days=config.contracts.freshness_days.get(table),
     )
     if table in FEED_TABLES:
-        domain = contract.columns.get("domain")
-        normalized = domain is not None and domain.normalize == "domain"
+        normalized = _domains_normalized(contract)
         staged.frame = match_feed(staged.frame, account_index(con), domains_normalized=normalized)
     elif table == "accounts":
         staged.frame = _with_match_keys(staged.frame, contract)
@@ -548,7 +542,7 @@ def _whole_table_outcome(
     samples: dict[str, list[str]] = {r.rule_id: list(r.sample_keys) for r in changed.results}
     for rule, row_key in stored:
         samples.setdefault(rule, []).append(row_key)
-    quarantine = to_frame(con.sql(f'select * from {ICP}.{QUARANTINE} where "table" = ?', params=[table]))
+    quarantine = _stored_quarantine(con, table)
     staged_rows = _scalar(con, f'select count(*) from {STAGING}."{table}"')
     unique = next(r.passed for r in changed.results if r.rule_id == "table.key_unique")
     counts = RowCounts(
@@ -565,23 +559,58 @@ def _whole_table_outcome(
     rules = compile_rules(contract, now, config.stages.known)
     max_bad_share = config.contracts.max_bad_share.get(table)
     results = table_results(contract, rules, counts, max_bad_share)
+    outcome = _outcome_in_warehouse(
+        con,
+        contract,
+        config,
+        results,
+        quarantine,
+        staged_rows,
+        raw_rows,
+        int(failed.get(DUPLICATE, 0)),
+        as_of,
+    )
+    outcome.restaged_keys = _scalar(con, "select count(*) from _changed")
+    return outcome
+
+
+def _stored_quarantine(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
+    return to_frame(con.sql(f'select * from {ICP}.{QUARANTINE} where "table" = ?', params=[table]))
+
+
+def _outcome_in_warehouse(
+    con: duckdb.DuckDBPyConnection,
+    contract: TableContract,
+    config: IcpConfig,
+    results: list[RuleResult],
+    quarantine: pd.DataFrame,
+    staged_rows: int,
+    raw_rows: int,
+    duplicates_removed: int,
+    as_of: dt.date,
+) -> StagingOutcome:
+    """The outcome of a table whose staged rows are in the warehouse (kept, or restaged in place):
+    `results` but freshness, which is judged on the staged column at `as_of`; a feed's match
+    summary is read back. The frame holds only the staged row count."""
+    table = contract.table
     if contract.freshness is not None:
         column = read_table(con, STAGING, table, columns=[contract.freshness.column])
         assert column is not None
-        results.append(freshness_result(column, contract, as_of, config.contracts.freshness_days.get(table)))
+        freshness_days = config.contracts.freshness_days.get(table)
+        results = [*results, freshness_result(column, contract, as_of, freshness_days)]
     staged = StagedTable(
         table,
         pd.DataFrame(index=pd.RangeIndex(staged_rows)),
         quarantine,
         results,
         raw_rows,
-        int(failed.get(DUPLICATE, 0)),
+        duplicates_removed,
     )
     summary = None
     if table in FEED_TABLES:
         methods = read_table(con, STAGING, table, columns=["match_method"])
         summary = match_summary(methods) if methods is not None else None
-    return StagingOutcome(staged, True, summary, restaged_keys=_scalar(con, "select count(*) from _changed"))
+    return StagingOutcome(staged, True, summary)
 
 
 def stage(
