@@ -12,13 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from icp_pipeline.contracts.spec import TableContract
+from icp_pipeline.digests import code_digest
 from icp_pipeline.ingest.files import ROW_HASH
 from icp_pipeline.warehouse import connect, replace_slice, table_exists, to_frame
 
@@ -38,20 +38,17 @@ class FileIdentity:
     reading: str
 
 
-def _reading_digest(contract: TableContract) -> str:
-    digest = hashlib.sha256(contract.model_dump_json().encode())
-    for source in _INGEST_CODE:
-        digest.update(source.read_bytes())
-    for library in _LIBRARIES:
-        digest.update(f"{library}={metadata.version(library)}".encode())
-    return digest.hexdigest()
-
-
 def identify(contract: TableContract, path: Path, file: str) -> FileIdentity:
     """The file's identity: sha256 of its bytes (about 1 GB/s), its size and how it is read."""
     with path.open("rb") as handle:
         sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
-    return FileIdentity(contract.table, file, path.stat().st_size, sha256, _reading_digest(contract))
+    return FileIdentity(
+        contract.table,
+        file,
+        path.stat().st_size,
+        sha256,
+        code_digest(_INGEST_CODE, _LIBRARIES, prefix=contract.model_dump_json()),
+    )
 
 
 def _raw_state(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> tuple[int, str]:
