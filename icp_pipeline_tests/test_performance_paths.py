@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
+from scipy import sparse
 
 from icp_pipeline.alerts.channels import AlertMessage, OutboxChannel
 from icp_pipeline.config import contracts_dir, load_config
@@ -34,6 +35,7 @@ from icp_pipeline.profile.traits import ACCOUNT_ROW, TECHNOLOGY, TraitInputs, la
 from icp_pipeline.resolve import match
 from icp_pipeline.resolve.match import build_account_index, match_feed
 from icp_pipeline.resolve.normalize import normalize_domain
+from icp_pipeline.scoring.model import deal_counts, fit_logistic
 from icp_pipeline.warehouse import replace_slice, replace_table, to_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -553,3 +555,25 @@ def test_population_drift_of_categorical_traits_equals_that_of_their_text() -> N
     assert psi(reference, current) > 0.05
     only_unknown = pd.Series(["unknown"] * 10, dtype="category")
     assert np.isnan(psi(only_unknown, current)) and np.isnan(js_distance(only_unknown, current))
+
+
+# --------------------------------------------------------------------------- logistic fit
+
+
+def test_fit_on_deal_counts_per_account_equals_the_fit_on_one_row_per_deal() -> None:
+    rng = np.random.default_rng(3)
+    accounts, features = 400, 12
+    design = sparse.random(accounts, features, density=0.3, format="csr", random_state=4)
+    design.data[:] = 1.0
+    rows = np.concatenate([rng.integers(0, accounts, 1500), [-1, -1]])  # two deals of no account
+    truth = 1 / (1 + np.exp(-(design @ rng.normal(0, 1.5, features) - 0.5)))
+    won = rng.random(len(rows)) < truth[np.maximum(rows, 0)]
+    known = rows >= 0
+    per_deal = fit_logistic(design[rows[known]], won[known], 2.0)
+    held, deals, wins = deal_counts(rows, won)
+    assert deals.sum() == known.sum() and wins.sum() == won[known].sum()
+    assert len(held) < known.sum()  # accounts with several deals are one row each
+    per_account = fit_logistic(design[held], wins, 2.0, trials=deals)
+    assert per_account[0] == pytest.approx(per_deal[0], abs=1e-6)
+    np.testing.assert_allclose(per_account[1], per_deal[1], atol=1e-6)
+    assert np.abs(per_deal[1]).max() > 0.3  # the data has signal: the comparison is not of zeros

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -11,10 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from icp_pipeline.config import Criterion, IcpConfig, ProfileConfig, WrittenIcp
+from icp_pipeline.config import Criterion, IcpConfig, ProfileConfig, WrittenIcp, contracts_dir
+from icp_pipeline.contracts.spec import load_contracts
+from icp_pipeline.contracts.staging import stage
 from icp_pipeline.demo.generate import DemoSpec
 from icp_pipeline.profile.derive import HARD_NO, MUST_HAVE, derive_profile
-from icp_pipeline.profile.learn import Evidence, read_evidence
+from icp_pipeline.profile.learn import Evidence, read_evidence, run_evidence
 from icp_pipeline.scoring.score import score_accounts
 from icp_pipeline.scoring.validation import auc, holdout_validation
 from icp_pipeline_tests.staged_demo import load_evidence, staged_demo
@@ -188,3 +191,27 @@ def test_evidence_read_for_a_config_gives_the_same_traits_with_its_custom_ones(p
         assert "owner_id" in mine.accounts
         pd.testing.assert_frame_equal(mine.accounts, whole.accounts)
         pd.testing.assert_frame_equal(mine.technologies, whole.technologies)
+
+
+def test_evidence_is_read_once_per_run_and_again_after_staging(planted, tmp_path: Path) -> None:
+    drop, _, _ = planted
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(drop.parent / "warehouse.duckdb", warehouse)
+    config = IcpConfig()
+    first = run_evidence("run-1", warehouse, ())
+    first.traits(config, AS_OF)
+    again = run_evidence("run-1", warehouse, ())  # the next step of the same run
+    assert again is first
+    assert not first._traits and first._inputs  # that date's traits are freed, prepared inputs kept
+    assert run_evidence("run-1", warehouse, ("owner_id",)) is not first
+    assert run_evidence("run-2", warehouse, ()) is not first
+    second = run_evidence("run-2", warehouse, ())
+    contract = load_contracts(contracts_dir(config))["accounts"]
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            "delete from staging.accounts where account_id in (select account_id from staging.accounts limit 5)"
+        )
+        stage(con, contract, config, as_of=AS_OF, now=dt.datetime(2026, 11, 1, 6, tzinfo=dt.UTC))
+    restaged = run_evidence("run-2", warehouse, ())
+    assert restaged is not second  # staging in this process since the read: read again
+    pd.testing.assert_frame_equal(restaged.accounts, second.accounts)  # staged again from raw alike

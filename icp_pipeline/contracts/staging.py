@@ -613,6 +613,15 @@ def _outcome_in_warehouse(
     return StagingOutcome(staged, True, summary)
 
 
+# Calls of `stage` in this process: staged evidence read before the last call may be stale.
+_stage_calls = 0
+
+
+def stage_calls() -> int:
+    """How many times this process has staged a table (see `profile.learn.run_evidence`)."""
+    return _stage_calls
+
+
 def stage(
     con: duckdb.DuckDBPyConnection,
     contract: TableContract,
@@ -627,6 +636,8 @@ def stage(
     quarantine are kept and only this date's rule results are written (see `_reuse`); when only
     some keys received new raw rows, only those are staged again (see `_restage_changed`).
     """
+    global _stage_calls
+    _stage_calls += 1
     table = contract.table
     fingerprints = inputs_fingerprints(con, contract, config)
     if fingerprints is not None:

@@ -11,7 +11,7 @@ from icp_pipeline.alerts.channels import AlertMessage
 from icp_pipeline.drift.metrics import drift_metrics
 from icp_pipeline.ops.notices import ops_notice
 from icp_pipeline.partitions import nightly_backfill, nightly_partitions
-from icp_pipeline.profile.learn import read_evidence
+from icp_pipeline.profile.learn import run_evidence
 from icp_pipeline.resources import IcpSettings, partition_date
 from icp_pipeline.scoring.assets import SCORES
 from icp_pipeline.warehouse import connect, read_table, replace_slice
@@ -55,8 +55,8 @@ def drift_metrics_asset(context: dg.AssetExecutionContext, icp: IcpSettings) -> 
     """Compare monthly cohorts with the reference profile; notify ops when the flag state changes."""
     config = icp.load_config()
     as_of = partition_date(context)
+    evidence = run_evidence(context.run_id, icp.warehouse_path(), config.icp.custom_columns)
     with connect(icp.warehouse_path(), read_only=True) as con:
-        evidence = read_evidence(con, config.icp.custom_columns)
         flags = read_table(con, "icp", "drift_flags")
     report = drift_metrics(evidence, config, as_of)
     was_flagged = previous_state(flags, as_of)

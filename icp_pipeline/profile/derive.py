@@ -29,6 +29,7 @@ from icp_pipeline.scoring.model import (
     PointsModel,
     account_scores,
     build_design,
+    deal_counts,
     fit_logistic,
     no_signal_model,
     points_from_coefficients,
@@ -283,11 +284,8 @@ def derive_profile(
         notes.append(f"cold start: only {len(closed)} closed deals (need {rules.cold_start_min_closed})")
         model = written_icp_model(design, written_criteria) if written_criteria else no_signal_model(design)
     else:
-        rows = deal_rows[is_closed]
-        known = rows >= 0
-        intercept, coefficients = fit_logistic(
-            design.matrix[rows[known]], closed["won"].to_numpy()[known], rules.l2
-        )
+        rows, deals, wins = deal_counts(deal_rows[is_closed], closed["won"].to_numpy())
+        intercept, coefficients = fit_logistic(design.matrix[rows], wins, rules.l2, trials=deals)
         model = points_from_coefficients(intercept, coefficients, design)
     evidence = evidence.merge(model.points[["trait", "value", "points"]], on=["trait", "value"], how="left")
     evidence["points"] = evidence["points"].fillna(0).astype(int)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from icp_pipeline.config import IcpConfig
-from icp_pipeline.contracts.staging import STAGING
+from icp_pipeline.contracts.staging import STAGING, stage_calls
 from icp_pipeline.errors import IcpInputError
 from icp_pipeline.profile.traits import ACCOUNT_COLUMNS, FIRMOGRAPHIC_COLUMNS, AccountTraits, TraitInputs
-from icp_pipeline.warehouse import read_present_columns, read_table
+from icp_pipeline.warehouse import connect, read_present_columns, read_table
 
 
 @dataclass
@@ -44,6 +45,10 @@ class Evidence:
         if key not in self._traits:
             self._traits[key] = self._inputs[custom].traits(as_of)
         return self._traits[key]
+
+    def forget_dates(self) -> None:
+        """Drop the traits built per as-of date (a million rows each); the prepared inputs stay."""
+        self._traits.clear()
 
 
 # The columns learning, validation and drift read from each staged table (accounts: those traits
@@ -95,3 +100,27 @@ def read_evidence(con: duckdb.DuckDBPyConnection, custom_columns: Sequence[str] 
         firmographics=_optional(con, "firmographics"),
         funding_rounds=_optional(con, "funding_rounds"),
     )
+
+
+# The evidence of the last read, with its key: (run id, warehouse, custom columns, stage calls).
+_run_evidence: tuple[tuple[str, str, tuple[str, ...], int], Evidence] | None = None
+
+
+def run_evidence(run_id: str, warehouse: Path, custom_columns: Sequence[str]) -> Evidence:
+    """The staged evidence, read once per run: learning, validation and drift ask in turn.
+
+    The evidence is read again when the run, the warehouse or the custom traits differ, or when
+    this process has staged a table since the last read (the nightly job stages every table
+    before learning, but a hand-picked selection need not order them so). Each step gets the
+    trait inputs already prepared (the costly part at a million accounts) but not other steps'
+    per-date traits, whose memory is freed; a new read replaces the last, so one is held at most.
+    """
+    global _run_evidence
+    key = (run_id, str(warehouse.resolve()), tuple(custom_columns), stage_calls())
+    if _run_evidence is None or _run_evidence[0] != key:
+        _run_evidence = None  # free the last read's frames before reading the new ones
+        with connect(warehouse, read_only=True) as con:
+            _run_evidence = (key, read_evidence(con, custom_columns))
+    evidence = _run_evidence[1]
+    evidence.forget_dates()
+    return evidence

@@ -9,7 +9,7 @@ import pandas as pd
 from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.profile.derive import HARD_NO, MUST_HAVE, NICE_TO_HAVE, derive_profile
 from icp_pipeline.profile.document import profile_rows, with_evidence_text, write_documents
-from icp_pipeline.profile.learn import read_evidence
+from icp_pipeline.profile.learn import run_evidence
 from icp_pipeline.resources import IcpSettings, partition_date
 from icp_pipeline.scoring.score import score_accounts
 from icp_pipeline.scoring.validation import holdout_validation
@@ -58,8 +58,7 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
     """Learn the ICP from the evidence known at the as-of date and score every account with it."""
     config = icp.load_config()
     as_of = partition_date(context)
-    with connect(icp.warehouse_path(), read_only=True) as con:
-        evidence_inputs = read_evidence(con, config.icp.custom_columns)
+    evidence_inputs = run_evidence(context.run_id, icp.warehouse_path(), config.icp.custom_columns)
     traits = evidence_inputs.traits(config, as_of)
     profile, design = derive_profile(
         traits, evidence_inputs.opportunities, evidence_inputs.subscriptions, config, as_of
@@ -128,13 +127,8 @@ def score_validation(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.
     """Re-learn on older closed deals, test on newer ones: does the score predict wins?"""
     config = icp.load_config()
     as_of = partition_date(context)
-    with connect(icp.warehouse_path(), read_only=True) as con:
-        inputs = read_evidence(con, config.icp.custom_columns)
-    metrics, _ = holdout_validation(
-        inputs,
-        config,
-        as_of,
-    )
+    inputs = run_evidence(context.run_id, icp.warehouse_path(), config.icp.custom_columns)
+    metrics, _ = holdout_validation(inputs, config, as_of)
     with connect(icp.warehouse_path()) as con:
         replace_slice(con, "icp", "score_validation", metrics, {"as_of": as_of})
     values = metrics.set_index(["metric", "segment"])["value"]

@@ -91,22 +91,31 @@ def build_design(traits: AccountTraits, min_tech_accounts: int = 1) -> Design:
     return Design(matrix, pd.DataFrame(names, columns=["trait", "value", "group"]), ids)
 
 
-def fit_logistic(x: sparse.csr_matrix, won: np.ndarray, l2: float = 2.0) -> tuple[float, np.ndarray]:
-    """Penalised maximum likelihood (intercept not penalised); deterministic L-BFGS."""
+def fit_logistic(
+    x: sparse.csr_matrix, won: np.ndarray, l2: float = 2.0, trials: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    """Penalised maximum likelihood (intercept not penalised); deterministic L-BFGS.
+
+    With `trials`, row i stands for `trials[i]` deals of which `won[i]` were won (a binomial
+    likelihood): the same objective as one row per deal, fitted on fewer rows when deals share
+    an account.
+    """
     y = won.astype(float)
+    n = np.ones(len(y)) if trials is None else trials.astype(float)
     n_features = x.shape[1]
-    prior = np.clip(y.mean(), 1e-6, 1 - 1e-6)
+    prior = np.clip(y.sum() / max(n.sum(), 1e-12), 1e-6, 1 - 1e-6)
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        # The same operations in the same order as `p = 1 / (1 + exp(-z))` and
-        # `sum(logaddexp(0, z) - y * z)`, written in place: no million-row temporaries per call.
+        # sum(n * logaddexp(0, z) - y * z) and its gradient x'(n * p - y), p = 1 / (1 + exp(-z)),
+        # written in place: no large temporaries per call.
         z = x @ w[1:]
         z += w[0]
         p = np.negative(z)
         np.exp(p, out=p)
         p += 1.0
-        np.divide(1.0, p, out=p)
+        np.divide(n, p, out=p)  # n * p
         terms = np.logaddexp(0.0, z)
+        terms *= n
         np.multiply(y, z, out=z)
         terms -= z
         nll = np.sum(terms)
@@ -117,6 +126,20 @@ def fit_logistic(x: sparse.csr_matrix, won: np.ndarray, l2: float = 2.0) -> tupl
     start = np.concatenate([[np.log(prior / (1 - prior))], np.zeros(n_features)])
     result = optimize.minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": 500})
     return float(result.x[0]), result.x[1:]
+
+
+def deal_counts(rows: np.ndarray, won: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(design rows, deals, wins) of the rows holding deals (`rows`: each deal's row, -1: none).
+
+    Deals of one account share its design row; counting them lets the fit run on one row per
+    account (546k instead of 1.35M at a million accounts) with the same likelihood.
+    """
+    known = rows >= 0
+    size = int(rows.max()) + 1 if known.any() else 0
+    deals = np.bincount(rows[known], minlength=size)
+    wins = np.bincount(rows[known], weights=won[known].astype(float), minlength=size)
+    held = np.flatnonzero(deals)
+    return held, deals[held], wins[held]
 
 
 def points_from_coefficients(intercept: float, coefficients: np.ndarray, design: Design) -> PointsModel:
