@@ -198,20 +198,22 @@ def test_evidence_is_read_once_per_run_and_again_after_staging(planted, tmp_path
     warehouse = tmp_path / "warehouse.duckdb"
     shutil.copyfile(drop.parent / "warehouse.duckdb", warehouse)
     config = IcpConfig()
-    first = run_evidence("run-1", warehouse, ())
-    first.traits(config, AS_OF)
-    again = run_evidence("run-1", warehouse, ())  # the next step of the same run
+    first = run_evidence("run-1", warehouse, (), AS_OF)
+    at_as_of, earlier = first.traits(config, AS_OF), first.traits(config, dt.date(2026, 1, 1))
+    again = run_evidence("run-1", warehouse, (), AS_OF)  # the next step of the same run
     assert again is first
-    assert not first._traits and first._inputs  # that date's traits are freed, prepared inputs kept
-    assert run_evidence("run-1", warehouse, ("owner_id",)) is not first
-    assert run_evidence("run-2", warehouse, ()) is not first
-    second = run_evidence("run-2", warehouse, ())
+    assert first.traits(config, AS_OF) is at_as_of  # the run's date is kept, prepared inputs too
+    assert list(first._traits) == [(AS_OF, ())] and first._inputs  # another date's traits are freed
+    assert first.traits(config, dt.date(2026, 1, 1)) is not earlier
+    assert run_evidence("run-1", warehouse, ("owner_id",), AS_OF) is not first
+    assert run_evidence("run-2", warehouse, (), AS_OF) is not first
+    second = run_evidence("run-2", warehouse, (), AS_OF)
     contract = load_contracts(contracts_dir(config))["accounts"]
     with duckdb.connect(str(warehouse)) as con:
         con.execute(
             "delete from staging.accounts where account_id in (select account_id from staging.accounts limit 5)"
         )
         stage(con, contract, config, as_of=AS_OF, now=dt.datetime(2026, 11, 1, 6, tzinfo=dt.UTC))
-    restaged = run_evidence("run-2", warehouse, ())
+    restaged = run_evidence("run-2", warehouse, (), AS_OF)
     assert restaged is not second  # staging in this process since the read: read again
     pd.testing.assert_frame_equal(restaged.accounts, second.accounts)  # staged again from raw alike

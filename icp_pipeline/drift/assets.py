@@ -55,7 +55,7 @@ def drift_metrics_asset(context: dg.AssetExecutionContext, icp: IcpSettings) -> 
     """Compare monthly cohorts with the reference profile; notify ops when the flag state changes."""
     config = icp.load_config()
     as_of = partition_date(context)
-    evidence = run_evidence(context.run_id, icp.warehouse_path(), config.icp.custom_columns)
+    evidence = run_evidence(context.run_id, icp.warehouse_path(), config.icp.custom_columns, as_of)
     with connect(icp.warehouse_path(), read_only=True) as con:
         flags = read_table(con, "icp", "drift_flags")
     report = drift_metrics(evidence, config, as_of)

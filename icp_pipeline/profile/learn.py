@@ -46,9 +46,11 @@ class Evidence:
             self._traits[key] = self._inputs[custom].traits(as_of)
         return self._traits[key]
 
-    def forget_dates(self) -> None:
-        """Drop the traits built per as-of date (a million rows each); the prepared inputs stay."""
-        self._traits.clear()
+    def forget_dates(self, keep: dt.date | None = None) -> None:
+        """Drop the traits built per as-of date (a million rows each) but `keep`'s; the prepared
+        inputs stay."""
+        for key in [key for key in self._traits if key[0] != keep]:
+            del self._traits[key]
 
 
 # The columns learning, validation and drift read from each staged table (accounts: those traits
@@ -106,14 +108,15 @@ def read_evidence(con: duckdb.DuckDBPyConnection, custom_columns: Sequence[str] 
 _run_evidence: tuple[tuple[str, str, tuple[str, ...], int], Evidence] | None = None
 
 
-def run_evidence(run_id: str, warehouse: Path, custom_columns: Sequence[str]) -> Evidence:
+def run_evidence(run_id: str, warehouse: Path, custom_columns: Sequence[str], as_of: dt.date) -> Evidence:
     """The staged evidence, read once per run: learning, validation and drift ask in turn.
 
     The evidence is read again when the run, the warehouse or the custom traits differ, or when
     this process has staged a table since the last read (the nightly job stages every table
     before learning, but a hand-picked selection need not order them so). Each step gets the
-    trait inputs already prepared (the costly part at a million accounts) but not other steps'
-    per-date traits, whose memory is freed; a new read replaces the last, so one is held at most.
+    trait inputs already prepared (the costly part at a million accounts) and the traits at the
+    run's as-of date (learning and drift both use them); other dates' traits are freed. A new
+    read replaces the last, so one is held at most.
     """
     global _run_evidence
     key = (run_id, str(warehouse.resolve()), tuple(custom_columns), stage_calls())
@@ -122,5 +125,5 @@ def run_evidence(run_id: str, warehouse: Path, custom_columns: Sequence[str]) ->
         with connect(warehouse, read_only=True) as con:
             _run_evidence = (key, read_evidence(con, custom_columns))
     evidence = _run_evidence[1]
-    evidence.forget_dates()
+    evidence.forget_dates(keep=as_of)
     return evidence

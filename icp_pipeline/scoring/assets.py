@@ -58,7 +58,7 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
     """Learn the ICP from the evidence known at the as-of date and score every account with it."""
     config = icp.load_config()
     as_of = partition_date(context)
-    evidence_inputs = run_evidence(context.run_id, icp.warehouse_path(), config.icp.custom_columns)
+    evidence_inputs = run_evidence(context.run_id, icp.warehouse_path(), config.icp.custom_columns, as_of)
     traits = evidence_inputs.traits(config, as_of)
     profile, design = derive_profile(
         traits, evidence_inputs.opportunities, evidence_inputs.subscriptions, config, as_of
@@ -127,7 +127,7 @@ def score_validation(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.
     """Re-learn on older closed deals, test on newer ones: does the score predict wins?"""
     config = icp.load_config()
     as_of = partition_date(context)
-    inputs = run_evidence(context.run_id, icp.warehouse_path(), config.icp.custom_columns)
+    inputs = run_evidence(context.run_id, icp.warehouse_path(), config.icp.custom_columns, as_of)
     metrics, _ = holdout_validation(inputs, config, as_of)
     with connect(icp.warehouse_path()) as con:
         replace_slice(con, "icp", "score_validation", metrics, {"as_of": as_of})
