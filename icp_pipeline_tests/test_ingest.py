@@ -81,6 +81,85 @@ def test_a_file_loaded_before_into_an_untouched_raw_table_is_not_read_again(
     assert len(raw_rows(warehouse, "accounts")) == 3
 
 
+def appended_files(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    """Per raw table, whether only the lines appended to its file were read (from the metadata)."""
+    return {
+        m.asset_key.path[-1]: m.metadata["appended_file"].value
+        for m in result.asset_materializations_for_node("raw_file_drop")
+        if "appended_file" in m.metadata
+    }
+
+
+def content(frame: pd.DataFrame) -> pd.DataFrame:
+    """Raw rows without the load time, which differs between loads by design."""
+    return frame.drop(columns=["_loaded_at"]).sort_values(["_raw_key", "_row_hash"]).reset_index(drop=True)
+
+
+APPENDED = (
+    "A4,Delta Inc,delta.io,Fintech,10,1000000,US,U1,2024-05-01,2026-02-02T00:00:00\n"
+    ",No Id Corp,noid.com,Retail,5,1,US,,2024-01-01,2026-01-01T00:00:00\n"  # keyless
+    '"A5,broken\n'  # an unterminated quote: a malformed line, kept for quarantine
+)
+
+
+def test_lines_appended_to_a_file_are_read_alone_and_load_what_reading_it_whole_loads(
+    minimal_drop: Path, tmp_path: Path, materialize_raw
+) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    materialize_raw(minimal_drop)
+    first_rows = raw_rows(warehouse, "accounts")
+    write_drop(minimal_drop, {"crm/accounts.csv": ACCOUNTS_CSV + APPENDED})
+    result = materialize_raw(minimal_drop)
+    assert appended_files(result) == {"accounts": True, "opportunities": False}
+    assert unchanged_files(result) == {"accounts": False, "opportunities": True}
+    metadata = {
+        m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("raw_file_drop")
+    }
+    assert metadata["accounts"]["rows_sent"].value == 3
+    assert metadata["accounts"]["rows_in_file"].value == 6
+    appended = raw_rows(warehouse, "accounts")
+    old = appended[appended["_raw_key"].isin(first_rows["_raw_key"])].reset_index(drop=True)
+    # The old rows were not loaded again (the malformed line added a column, empty for them).
+    pd.testing.assert_frame_equal(old[first_rows.columns], first_rows)
+    whole = tmp_path / "whole" / "warehouse.duckdb"
+    materialize_raw(minimal_drop, whole)
+    pd.testing.assert_frame_equal(content(appended), content(raw_rows(whole, "accounts")))
+    assert appended["_malformed_row"].notna().sum() == 1
+
+    # The next night the file is the one just loaded: skipped, as any unchanged file.
+    assert unchanged_files(materialize_raw(minimal_drop)) == {"accounts": True, "opportunities": True}
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        # A key of the old lines appended again: its old row must be sent with it.
+        (
+            ACCOUNTS_CSV,
+            ACCOUNTS_CSV + "A1,Acme Inc,acme.com,Software,130,5000000,US,U1,2024-01-01,2026-02-01T00:00:00\n",
+        ),
+        # The old file did not end its last line: the new bytes continue that line.
+        (ACCOUNTS_CSV.rstrip("\n"), ACCOUNTS_CSV.rstrip("\n") + "9\n" + APPENDED),
+        # An old line edited as well as lines appended.
+        (ACCOUNTS_CSV, ACCOUNTS_CSV.replace("Retail,40", "Retail,41") + APPENDED),
+    ],
+    ids=["old-key-appended", "unended-last-line", "old-line-edited"],
+)
+def test_a_grown_file_that_is_not_only_new_keys_appended_is_read_whole(
+    minimal_drop: Path, tmp_path: Path, materialize_raw, before: str, after: str
+) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    write_drop(minimal_drop, {"crm/accounts.csv": before})
+    materialize_raw(minimal_drop)
+    write_drop(minimal_drop, {"crm/accounts.csv": after})
+    assert appended_files(materialize_raw(minimal_drop))["accounts"] is False
+    whole = tmp_path / "whole" / "warehouse.duckdb"
+    materialize_raw(minimal_drop, whole)
+    pd.testing.assert_frame_equal(
+        content(raw_rows(warehouse, "accounts")), content(raw_rows(whole, "accounts"))
+    )
+
+
 def test_changed_row_in_later_drop_updates_in_place(
     minimal_drop: Path, tmp_path: Path, materialize_raw
 ) -> None:

@@ -80,6 +80,7 @@ def raw_file_drop(
                 "rows_sent": dg.MetadataValue.int(table_stats.rows_sent),
                 "full_load": table_stats.full_load,
                 "unchanged_file": table_stats.unchanged,
+                "appended_file": table_stats.appended,
             }
             context.log.info(
                 f"raw/{table}: {table_stats.rows_in_file:,} rows in {table_stats.file}, "
@@ -87,6 +88,7 @@ def raw_file_drop(
                     "file unchanged since its last load"
                     if table_stats.unchanged
                     else f"{table_stats.rows_sent:,} new or changed"
+                    + (" (only the lines appended since its last load read)" if table_stats.appended else "")
                 )
             )
         yield dg.MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra})

@@ -35,7 +35,7 @@ from icp_pipeline.ingest.files import (
     iter_identified_chunks,
     with_lineage,
 )
-from icp_pipeline.ingest.unchanged import FileIdentity, identify, unchanged_rows
+from icp_pipeline.ingest.unchanged import FileIdentity, appended_at, identify, last_load, unchanged_rows
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class TableLoadStats:
     keys_changed: int = 0
     full_load: bool = True
     unchanged: bool = False  # the file is the one loaded last time: not read again
+    appended: bool = False  # the file is the one loaded last time plus new lines: only they were read
     identity: FileIdentity | None = None  # set for files read, recorded once the load succeeded
 
 
@@ -104,6 +105,24 @@ def _changed_keys(
     return changed.column(RAW_KEY).combine_chunks()
 
 
+def _appended_keys_are_new(chunks: list[pa.Table], warehouse: Path, table: str) -> bool:
+    """Whether no key of the appended rows is in raw: then they load without the file's other
+    rows (a key also in the old part would need its old rows sent with the new, as a whole read
+    sends them)."""
+    keys = pa.concat_tables(chunk.select([RAW_KEY]) for chunk in chunks)
+    with duckdb.connect() as con:
+        con.execute("attach ? as wh (read_only)", [str(warehouse)])
+        try:
+            con.register("appended_keys", keys)
+            found = con.execute(
+                f'select count(*) from wh.{RAW_DATASET}."{table}" '
+                f"where {RAW_KEY} in (select {RAW_KEY} from appended_keys)"
+            ).fetchall()[0][0]
+        finally:
+            con.execute("detach wh")
+    return not found
+
+
 def _drain(chunks: list[pa.Table]) -> Iterator[pa.Table]:
     """The chunks in order, each released once handed out (a large drop is never held twice)."""
     chunks.reverse()
@@ -150,13 +169,30 @@ def _table_resource(
             return
         source_file = str(table_file.path.relative_to(inventory.source_dir))
         table_stats = stats.setdefault(contract.table, TableLoadStats(file=source_file))
-        identity = identify(contract, table_file.path, source_file)
-        rows_before = None if first_load else unchanged_rows(warehouse, identity)
+        last = None if first_load else last_load(warehouse, contract.table, source_file)
+        identity = identify(contract, table_file.path, source_file, table_file.encoding, last)
+        rows_before = unchanged_rows(identity, last)
         if rows_before is not None:
             log.info("%s: unchanged since it was last loaded, not read again", source_file)
             table_stats.rows_in_file, table_stats.full_load, table_stats.unchanged = rows_before, False, True
             return
         table_stats.identity = identity
+        start = appended_at(identity, table_file.path, last) if table_file.path.suffix == ".csv" else None
+        if start is not None and last is not None:
+            appended = list(iter_identified_chunks(table_file, start))
+            if _appended_keys_are_new(appended, warehouse, contract.table):
+                log.info("%s: lines appended since it was last loaded, only they are read", source_file)
+                table_stats.full_load, table_stats.appended = False, True
+                table_stats.rows_in_file = last.rows_in_file
+                table_stats.keys_changed = len(
+                    pc.unique(pa.chunked_array([c.column(RAW_KEY) for c in appended]))
+                )
+                for chunk in _drain(appended):
+                    table_stats.rows_in_file += chunk.num_rows
+                    table_stats.rows_sent += chunk.num_rows
+                    if chunk.num_rows:
+                        yield with_lineage(chunk, source_file, loaded_at)
+                return
         already_read: list[pa.Table] = []
         changed = _changed_keys(table_file, warehouse, already_read)
         table_stats.full_load = changed is None

@@ -216,33 +216,41 @@ def _as_text(batch: pa.RecordBatch | pa.Table) -> pa.Table:
     return pa.table(columns, names=[normalize_column_name(name) for name in table.column_names])
 
 
-def _csv_chunks(table_file: TableFile, malformed: list[str]) -> Iterator[pa.Table]:
+def _csv_chunks(table_file: TableFile, malformed: list[str], start: int = 0) -> Iterator[pa.Table]:
+    """The file's rows; from byte `start` on (a line start after the header), the lines there."""
+
     def keep_malformed(row: pacsv.InvalidRow) -> str:
         malformed.append(row.text)
         return "skip"
 
     original = table_file.original_columns
-    reader = pacsv.open_csv(
-        table_file.path,
-        read_options=pacsv.ReadOptions(encoding=table_file.encoding, block_size=CSV_BLOCK_BYTES),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_malformed),
-        convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in original},
-            strings_can_be_null=True,
-            null_values=[""],
-        ),
-    )
-    try:
-        for batch in reader:
-            yield _as_text(batch)
-    except pa.ArrowInvalid as exc:
-        raise IcpInputError(f"{table_file.display_name}: unreadable CSV ({exc})") from exc
+    with table_file.path.open("rb") as handle:
+        handle.seek(start)
+        reader = pacsv.open_csv(
+            handle,
+            read_options=pacsv.ReadOptions(
+                encoding=table_file.encoding,
+                block_size=CSV_BLOCK_BYTES,
+                column_names=list(original) if start else None,
+            ),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_malformed),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in original},
+                strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+        try:
+            for batch in reader:
+                yield _as_text(batch)
+        except pa.ArrowInvalid as exc:
+            raise IcpInputError(f"{table_file.display_name}: unreadable CSV ({exc})") from exc
 
 
-def _raw_chunks(table_file: TableFile, malformed: list[str]) -> Iterator[pa.Table]:
+def _raw_chunks(table_file: TableFile, malformed: list[str], start: int = 0) -> Iterator[pa.Table]:
     suffix = table_file.path.suffix
     if suffix == ".csv":
-        yield from _csv_chunks(table_file, malformed)
+        yield from _csv_chunks(table_file, malformed, start)
     elif suffix == ".parquet":
         for batch in pq.ParquetFile(table_file.path).iter_batches(batch_size=BATCH_ROWS):
             yield _as_text(batch)
@@ -305,12 +313,16 @@ def _malformed_table(table_file: TableFile, lines: list[str]) -> pa.Table:
     return pa.table(columns)
 
 
-def iter_identified_chunks(table_file: TableFile) -> Iterator[pa.Table]:
-    """Chunks of one table file as text with `_raw_key` and `_row_hash`; malformed lines come last."""
+def iter_identified_chunks(table_file: TableFile, start: int = 0) -> Iterator[pa.Table]:
+    """Chunks of one table file as text with `_raw_key` and `_row_hash`; malformed lines come last.
+
+    `start`: read a CSV from that byte on, a line start after the header (the lines appended to
+    a file loaded before).
+    """
     malformed: list[str] = []
     key = table_file.contract.primary_key
     yielded = False
-    for chunk in _raw_chunks(table_file, malformed):
+    for chunk in _raw_chunks(table_file, malformed, start):
         if chunk.num_rows:
             yielded = True
             yield with_identity(chunk, key)
