@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -16,8 +17,10 @@ from icp_pipeline.config import Criterion, IcpConfig, ProfileConfig, WrittenIcp,
 from icp_pipeline.contracts.spec import load_contracts
 from icp_pipeline.contracts.staging import stage
 from icp_pipeline.demo.generate import DemoSpec
+from icp_pipeline.frames import positions
 from icp_pipeline.profile.derive import HARD_NO, MUST_HAVE, derive_profile
 from icp_pipeline.profile.learn import Evidence, read_evidence, run_evidence
+from icp_pipeline.profile.traits import ACCOUNT_POSITION
 from icp_pipeline.scoring.score import score_accounts
 from icp_pipeline.scoring.validation import auc, holdout_validation
 from icp_pipeline_tests.staged_demo import load_evidence, staged_demo
@@ -217,3 +220,26 @@ def test_evidence_is_read_once_per_run_and_again_after_staging(planted, tmp_path
     restaged = run_evidence("run-2", warehouse, (), AS_OF)
     assert restaged is not second  # staging in this process since the read: read again
     pd.testing.assert_frame_equal(restaged.accounts, second.accounts)  # staged again from raw alike
+
+
+def test_deals_placed_by_the_account_positions_read_with_them_equal_placing_them_by_id(planted) -> None:
+    _, evidence, _ = planted
+    config = IcpConfig()
+    opportunities = evidence.opportunities
+    assert ACCOUNT_POSITION in opportunities
+    orphan = opportunities.head(1).assign(account_id="no-such-account", **{ACCOUNT_POSITION: -1})
+    deals = pd.concat([opportunities, orphan], ignore_index=True)
+    created = evidence.accounts["created_at"].dropna().sort_values()
+    halfway = created.iloc[len(created) // 2].date()  # half the accounts did not exist yet
+    unplaced = []
+    for as_of in (AS_OF, halfway):
+        traits = evidence.traits(config, as_of)
+        expected = positions(deals["account_id"], traits.accounts["account_id"])
+        unplaced.append(int((expected == -1).sum()))
+        np.testing.assert_array_equal(traits.rows_of(deals), expected)
+        np.testing.assert_array_equal(traits.rows_of(deals.drop(columns=ACCOUNT_POSITION)), expected)
+    assert unplaced[0] == 1 and unplaced[1] > 100  # the orphan; then deals of accounts created later
+    by_id, _ = learn(replace(evidence, opportunities=opportunities.drop(columns=ACCOUNT_POSITION)))
+    by_position, _ = learn(evidence)
+    pd.testing.assert_frame_equal(by_position.evidence, by_id.evidence)
+    assert by_position.version == by_id.version

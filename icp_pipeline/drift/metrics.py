@@ -137,7 +137,7 @@ def what_moved(
     """
     weights = {}
     for label, deals in (("reference", reference), ("current", current)):
-        size, wins = account_totals(traits, deals["account_id"], deals["won"].to_numpy())
+        size, wins = account_totals(traits, deals, deals["won"].to_numpy())
         weights[f"{label}_sum"], weights[f"{label}_size"] = wins, size
     table = trait_value_sums(traits, weights).drop(columns="accounts_with")
     table = table[(table["reference_size"] >= 20) & (table["current_size"] >= 20)]

@@ -266,7 +266,7 @@ def derive_profile(
     best = best_customers(customers, rules.best_customer_share)
     top = best[: EvidenceRules.top_customers]
     # Each deal's account row, found once: the design has the traits' rows, in their order.
-    deal_rows = positions(outcomes["account_id"], traits.accounts["account_id"])
+    deal_rows = traits.rows_of(outcomes)
     evidence = trait_evidence(
         traits,
         outcomes,

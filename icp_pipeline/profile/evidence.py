@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from icp_pipeline.frames import isin, positions
+from icp_pipeline.frames import isin
 from icp_pipeline.profile.traits import ACCOUNT_ROW, SINGLE_TRAITS, TECHNOLOGY, UNKNOWN, AccountTraits
 
 
@@ -125,10 +125,10 @@ def trait_value_sums(traits: AccountTraits, weights: dict[str, np.ndarray]) -> p
 
 
 def account_totals(
-    traits: AccountTraits, account_ids: pd.Series, values: np.ndarray
+    traits: AccountTraits, deals: pd.DataFrame, values: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of `traits.accounts`: how many rows name it, and the sum of their `values`."""
-    return _row_totals(traits, positions(account_ids, traits.accounts["account_id"]), values)
+    """Per row of `traits.accounts`: how many deals name it, and the sum of their `values`."""
+    return _row_totals(traits, traits.rows_of(deals), values)
 
 
 def _row_totals(

@@ -13,7 +13,14 @@ import pandas as pd
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.contracts.staging import STAGING, stage_calls
 from icp_pipeline.errors import IcpInputError
-from icp_pipeline.profile.traits import ACCOUNT_COLUMNS, FIRMOGRAPHIC_COLUMNS, AccountTraits, TraitInputs
+from icp_pipeline.frames import positions
+from icp_pipeline.profile.traits import (
+    ACCOUNT_COLUMNS,
+    ACCOUNT_POSITION,
+    FIRMOGRAPHIC_COLUMNS,
+    AccountTraits,
+    TraitInputs,
+)
 from icp_pipeline.warehouse import connect, read_present_columns, read_table
 
 
@@ -95,6 +102,8 @@ def read_evidence(con: duckdb.DuckDBPyConnection, custom_columns: Sequence[str] 
     opportunities = _read(con, "opportunities")
     if accounts is None or opportunities is None:
         raise IcpInputError("staging.accounts and staging.opportunities are needed; run ingestion first")
+    # Each deal's account position, found once: every date's traits then place deals by integers.
+    opportunities[ACCOUNT_POSITION] = positions(opportunities["account_id"], accounts["account_id"])
     return Evidence(
         accounts=accounts,
         opportunities=opportunities,

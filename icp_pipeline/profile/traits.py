@@ -23,6 +23,9 @@ from icp_pipeline.frames import positions
 UNKNOWN = "unknown"
 # The column of `AccountTraits.technologies` holding the row of the account in `accounts`.
 ACCOUNT_ROW = "account_row"
+# A column of deals read with the evidence: the row of the deal's account among the accounts
+# traits are built from (-1: none), so each date's traits place deals without a text join.
+ACCOUNT_POSITION = "account_position"
 SINGLE_TRAITS: tuple[str, ...] = (
     "industry",
     "employee_band",
@@ -62,10 +65,26 @@ class AccountTraits:
     accounts: pd.DataFrame
     technologies: pd.DataFrame
     sources: dict[str, str]
+    # Each row's position among the accounts the traits were built from (`TraitInputs.accounts`).
+    source_rows: np.ndarray | None = None
 
     @property
     def trait_names(self) -> list[str]:
         return [name for name in SINGLE_TRAITS if name in self.accounts] + [TECHNOLOGY]
+
+    def rows_of(self, deals: pd.DataFrame) -> np.ndarray:
+        """Each deal's account row in `accounts` (-1: none or not an account at this date).
+
+        From the deals' `account_position` when they carry one and these traits know their
+        positions (integer takes), else by account id (a hash join of text).
+        """
+        if ACCOUNT_POSITION not in deals or self.source_rows is None:
+            return positions(deals["account_id"], self.accounts["account_id"])
+        source = deals[ACCOUNT_POSITION].to_numpy(dtype=np.int64)
+        size = max(int(source.max(initial=-1)), int(self.source_rows.max(initial=-1))) + 1
+        row_of_position = np.full(size + 1, -1, dtype=np.int64)  # the last slot: position -1
+        row_of_position[self.source_rows] = np.arange(len(self.source_rows))
+        return row_of_position[source]
 
 
 ACCOUNT_COLUMNS: tuple[str, ...] = ("account_id", "industry", "employee_count", "annual_revenue", "country")
@@ -335,7 +354,7 @@ class TraitInputs:
             if column in current:
                 frame[column] = _categorical(current[column])
         frame.index.name = "account_id"
-        return AccountTraits(accounts=frame.reset_index(), technologies=technologies, sources=sources)
+        return AccountTraits(frame.reset_index(), technologies, sources, source_rows=current_rows)
 
 
 def build_traits(
