@@ -37,6 +37,18 @@ def connect(warehouse: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBP
         con.close()
 
 
+@contextmanager
+def attached(warehouse: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A fresh in-memory DuckDB with the warehouse attached read-only as `wh`, detached after:
+    for reads beside a load, with in-memory frames registered next to the warehouse's tables."""
+    with duckdb.connect() as con:
+        con.execute("attach ? as wh (read_only)", [str(warehouse)])
+        try:
+            yield con
+        finally:
+            con.execute("detach wh")
+
+
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     rows = con.execute(
         "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dlt
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.extract.resource import DltResource
@@ -36,6 +35,7 @@ from icp_pipeline.ingest.files import (
     with_lineage,
 )
 from icp_pipeline.ingest.unchanged import FileIdentity, appended_at, identify, last_load, unchanged_rows
+from icp_pipeline.warehouse import attached
 
 log = logging.getLogger(__name__)
 
@@ -68,40 +68,36 @@ def _changed_keys(
     if not warehouse.exists():
         return None
     table = table_file.contract.table
-    with duckdb.connect() as con:
-        con.execute("attach ? as wh (read_only)", [str(warehouse)])
-        try:
-            columns = {
-                row[0]
-                for row in con.execute(
-                    "select column_name from duckdb_columns() "
-                    "where database_name = 'wh' and schema_name = ? and table_name = ?",
-                    [RAW_DATASET, table],
-                ).fetchall()
-            }
-            if not {RAW_KEY, ROW_HASH} <= columns:
-                return None  # checked before reading the file: a first load reads it once
-            read = list(iter_identified_chunks(table_file))
-            identities = pa.concat_tables(chunk.select([RAW_KEY, ROW_HASH]) for chunk in read)
-            if chunks is not None:
-                chunks.extend(read)
-            con.register("drop_rows", identities)
-            changed = con.sql(
-                f"""
-                with incoming as (
-                    select _raw_key, count(*) as n, sum(_row_hash::hugeint) as h
-                    from drop_rows group by _raw_key
-                ), stored as (
-                    select _raw_key, count(*) as n, sum(_row_hash::hugeint) as h
-                    from wh.{RAW_DATASET}."{table}" group by _raw_key
-                )
-                select incoming._raw_key from incoming
-                left join stored using (_raw_key)
-                where stored._raw_key is null or stored.n <> incoming.n or stored.h <> incoming.h
-                """
-            ).to_arrow_table()
-        finally:
-            con.execute("detach wh")
+    with attached(warehouse) as con:
+        columns = {
+            row[0]
+            for row in con.execute(
+                "select column_name from duckdb_columns() "
+                "where database_name = 'wh' and schema_name = ? and table_name = ?",
+                [RAW_DATASET, table],
+            ).fetchall()
+        }
+        if not {RAW_KEY, ROW_HASH} <= columns:
+            return None  # checked before reading the file: a first load reads it once
+        read = list(iter_identified_chunks(table_file))
+        identities = pa.concat_tables(chunk.select([RAW_KEY, ROW_HASH]) for chunk in read)
+        if chunks is not None:
+            chunks.extend(read)
+        con.register("drop_rows", identities)
+        changed = con.sql(
+            f"""
+            with incoming as (
+                select _raw_key, count(*) as n, sum(_row_hash::hugeint) as h
+                from drop_rows group by _raw_key
+            ), stored as (
+                select _raw_key, count(*) as n, sum(_row_hash::hugeint) as h
+                from wh.{RAW_DATASET}."{table}" group by _raw_key
+            )
+            select incoming._raw_key from incoming
+            left join stored using (_raw_key)
+            where stored._raw_key is null or stored.n <> incoming.n or stored.h <> incoming.h
+            """
+        ).to_arrow_table()
     return changed.column(RAW_KEY).combine_chunks()
 
 
@@ -110,16 +106,12 @@ def _appended_keys_are_new(chunks: list[pa.Table], warehouse: Path, table: str) 
     rows (a key also in the old part would need its old rows sent with the new, as a whole read
     sends them)."""
     keys = pa.concat_tables(chunk.select([RAW_KEY]) for chunk in chunks)
-    with duckdb.connect() as con:
-        con.execute("attach ? as wh (read_only)", [str(warehouse)])
-        try:
-            con.register("appended_keys", keys)
-            found = con.execute(
-                f'select count(*) from wh.{RAW_DATASET}."{table}" '
-                f"where {RAW_KEY} in (select {RAW_KEY} from appended_keys)"
-            ).fetchall()[0][0]
-        finally:
-            con.execute("detach wh")
+    with attached(warehouse) as con:
+        con.register("appended_keys", keys)
+        found = con.execute(
+            f'select count(*) from wh.{RAW_DATASET}."{table}" '
+            f"where {RAW_KEY} in (select {RAW_KEY} from appended_keys)"
+        ).fetchall()[0][0]
     return not found
 
 
@@ -134,15 +126,11 @@ def _loaded_raw_tables(warehouse: Path) -> set[str]:
     """The raw tables the warehouse holds already; none when there is no warehouse yet."""
     if not warehouse.exists():
         return set()
-    with duckdb.connect() as con:
-        con.execute("attach ? as wh (read_only)", [str(warehouse)])
-        try:
-            rows = con.execute(
-                "select table_name from duckdb_tables() where database_name = 'wh' and schema_name = ?",
-                [RAW_DATASET],
-            ).fetchall()
-        finally:
-            con.execute("detach wh")
+    with attached(warehouse) as con:
+        rows = con.execute(
+            "select table_name from duckdb_tables() where database_name = 'wh' and schema_name = ?",
+            [RAW_DATASET],
+        ).fetchall()
     return {row[0] for row in rows}
 
 
@@ -178,26 +166,23 @@ def _table_resource(
             return
         table_stats.identity = identity
         start = appended_at(identity, table_file.path, last) if table_file.path.suffix == ".csv" else None
+        read: list[pa.Table] = []
+        changed: pa.Array | None = None
         if start is not None and last is not None:
-            appended = list(iter_identified_chunks(table_file, start))
-            if _appended_keys_are_new(appended, warehouse, contract.table):
+            read = list(iter_identified_chunks(table_file, start))
+            if _appended_keys_are_new(read, warehouse, contract.table):
                 log.info("%s: lines appended since it was last loaded, only they are read", source_file)
                 table_stats.full_load, table_stats.appended = False, True
                 table_stats.rows_in_file = last.rows_in_file
-                table_stats.keys_changed = len(
-                    pc.unique(pa.chunked_array([c.column(RAW_KEY) for c in appended]))
-                )
-                for chunk in _drain(appended):
-                    table_stats.rows_in_file += chunk.num_rows
-                    table_stats.rows_sent += chunk.num_rows
-                    if chunk.num_rows:
-                        yield with_lineage(chunk, source_file, loaded_at)
-                return
-        already_read: list[pa.Table] = []
-        changed = _changed_keys(table_file, warehouse, already_read)
-        table_stats.full_load = changed is None
-        table_stats.keys_changed = -1 if changed is None else len(changed)
-        for chunk in _drain(already_read) if already_read else iter_identified_chunks(table_file):
+                table_stats.keys_changed = len(pc.unique(pa.chunked_array([c.column(RAW_KEY) for c in read])))
+            else:
+                read = []
+        if not table_stats.appended:
+            changed = _changed_keys(table_file, warehouse, read)
+            table_stats.full_load = changed is None
+            table_stats.keys_changed = -1 if changed is None else len(changed)
+        # The appended lines, or the file's chunks `_changed_keys` read, or else a first read.
+        for chunk in _drain(read) if read or table_stats.appended else iter_identified_chunks(table_file):
             table_stats.rows_in_file += chunk.num_rows
             if changed is not None:
                 chunk = chunk.filter(pc.is_in(chunk.column(RAW_KEY), value_set=changed))

@@ -24,7 +24,7 @@ import pandas as pd
 from icp_pipeline.contracts.spec import TableContract
 from icp_pipeline.digests import code_digest
 from icp_pipeline.ingest.files import ROW_HASH
-from icp_pipeline.warehouse import connect, replace_slice, table_exists, to_frame
+from icp_pipeline.warehouse import attached, connect, replace_slice, table_exists, to_frame
 
 LOADED_FILES = "loaded_files"  # icp.loaded_files: one row per raw table loaded from a file
 _INGEST_CODE = tuple(Path(__file__).parent / name for name in ("files.py", "file_drop.py", "unchanged.py"))
@@ -99,28 +99,22 @@ def last_load(warehouse: Path, table: str, file: str, raw_schema: str = "raw") -
     """The table's last load from this file when raw is still as it left it, else None."""
     if not warehouse.exists():
         return None
-    with duckdb.connect() as con:
-        con.execute("attach ? as wh (read_only)", [str(warehouse)])
-        try:
-            if not table_exists(con, "icp", LOADED_FILES) or not table_exists(con, raw_schema, table):
-                return None
-            kept = to_frame(
-                con.sql(
-                    f'select * from wh.icp.{LOADED_FILES} where "table" = ? and file = ?',
-                    params=[table, file],
-                )
+    with attached(warehouse) as con:
+        if not table_exists(con, "icp", LOADED_FILES) or not table_exists(con, raw_schema, table):
+            return None
+        kept = to_frame(
+            con.sql(
+                f'select * from wh.icp.{LOADED_FILES} where "table" = ? and file = ?',
+                params=[table, file],
             )
-            if kept.empty or _raw_state(con, f"wh.{raw_schema}", table) != (
-                int(kept["raw_rows"].iloc[0]),
-                str(kept["raw_hash_sum"].iloc[0]),
-            ):
-                return None
-            row = kept.iloc[0]
-            return LastLoad(
-                int(row["size"]), str(row["sha256"]), str(row["reading"]), int(row["rows_in_file"])
-            )
-        finally:
-            con.execute("detach wh")
+        )
+        if kept.empty or _raw_state(con, f"wh.{raw_schema}", table) != (
+            int(kept["raw_rows"].iloc[0]),
+            str(kept["raw_hash_sum"].iloc[0]),
+        ):
+            return None
+        row = kept.iloc[0]
+        return LastLoad(int(row["size"]), str(row["sha256"]), str(row["reading"]), int(row["rows_in_file"]))
 
 
 def unchanged_rows(identity: FileIdentity, last: LastLoad | None) -> int | None:
