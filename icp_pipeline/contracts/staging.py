@@ -386,10 +386,9 @@ def _restage_changed(
     None (stage the whole table) when that would not be what a full staging gives: a new context,
     a clock rule in play, too many changes, raw rows that do not add up with what was staged, new
     or dropped columns, or a staged key that more than one raw key produces (deduplication
-    across raw keys). Raw is
-    trusted to be written by ingest only: a raw row edited in place keeps its stamp and is not
-    staged again until the next full staging (deleting the table's row in icp.staging_inputs
-    forces one).
+    across raw keys). Raw is trusted to be written by ingest only: a raw row edited in place keeps
+    its stamp and is not staged again until the next full staging (deleting the table's row in
+    icp.staging_inputs forces one).
     """
     table = contract.table
     kept = _kept_state(con, table)
