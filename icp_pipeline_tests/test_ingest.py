@@ -297,3 +297,16 @@ def test_a_load_left_unfinished_by_a_killed_run_does_not_replace_tonights_drop(
     accounts = raw_rows(warehouse, "accounts").set_index("account_id")
     assert accounts.loc["A2", "employee_count"] == "42"
     assert len(accounts) == 3
+
+
+def test_loaded_data_files_are_not_kept_beside_the_warehouse(
+    minimal_drop: Path, tmp_path: Path, materialize_raw
+) -> None:
+    materialize_raw(minimal_drop)
+    write_drop(minimal_drop, {"crm/accounts.csv": ACCOUNTS_CSV.replace("Retail,40", "Retail,41")})
+    materialize_raw(minimal_drop)
+
+    pipelines = tmp_path / "dlt_pipelines"
+    assert list(pipelines.rglob("package_completed.json")), "the loads' packages are where dlt keeps them"
+    assert not [path for path in pipelines.rglob("*") if path.suffix in (".parquet", ".jsonl", ".insert_values")]
+    assert len(raw_rows(tmp_path / "warehouse.duckdb", "accounts")) == 3

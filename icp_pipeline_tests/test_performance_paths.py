@@ -30,6 +30,7 @@ from icp_pipeline.contracts.spec import load_contracts
 from icp_pipeline.drift.metrics import js_distance, psi
 from icp_pipeline.frames import isin, joined_per_group
 from icp_pipeline.ingest import files
+from icp_pipeline.ingest.file_drop import aligned_batches
 from icp_pipeline.ingest.files import row_hash
 from icp_pipeline.profile.traits import ACCOUNT_ROW, TECHNOLOGY, TraitInputs, latest_observation
 from icp_pipeline.resolve import match
@@ -577,3 +578,20 @@ def test_fit_on_deal_counts_per_account_equals_the_fit_on_one_row_per_deal() -> 
     assert per_account[0] == pytest.approx(per_deal[0], abs=1e-6)
     np.testing.assert_allclose(per_account[1], per_deal[1], atol=1e-6)
     assert np.abs(per_deal[1]).max() > 0.3  # the data has signal: the comparison is not of zeros
+
+
+@pytest.mark.parametrize("sizes", [[7, 3, 11, 5], [30], [4, 4, 4], [1] * 13, []])
+def test_load_batches_hold_the_same_rows_in_whole_duckdb_row_groups(sizes: list[int]) -> None:
+    chunks, start = [], 0
+    for size in sizes:
+        chunks.append(pa.table({"n": pa.array(range(start, start + size), pa.int64())}))
+        start += size
+    malformed = pa.table({"n": pa.array([-1, -2], pa.int64()), "_malformed_row": ["a", "b"]})
+
+    batches = list(aligned_batches(iter([*chunks, malformed]), rows=8))
+
+    *clean, last = batches
+    assert last.equals(malformed)  # other columns end the batch before them, never cast or dropped
+    assert [row for b in clean for row in b.column("n").to_pylist()] == list(range(start))
+    assert all(b.num_rows == 8 for b in clean[:-1])
+    assert all(0 < b.num_rows <= 8 for b in clean)

@@ -11,6 +11,7 @@ from dagster_dlt.translator import DltResourceTranslatorData
 
 from icp_pipeline.config import contracts_dir, load_config
 from icp_pipeline.contracts.spec import load_contracts
+from icp_pipeline.dlt_settings import load_settings
 from icp_pipeline.ingest.file_drop import TableLoadStats, empty_source_for_specs, file_drop_pipeline
 from icp_pipeline.ingest.sources import build_raw_source
 from icp_pipeline.ingest.unchanged import record_loaded
@@ -66,31 +67,32 @@ def raw_file_drop(
         context.log.info(f"{table}: read from {api}")
     for table, impact in found.missing_optional.items():
         context.log.warning(f"{table}: optional file missing; {impact}")
-    for result in dlt.run(
-        context=context,
-        dlt_source=plan.source,
-        dlt_pipeline=file_drop_pipeline(warehouse, icp.dlt_pipelines_dir()),
-    ):
-        table = result.asset_key.path[-1]
-        table_stats = stats.get(table)
-        extra: dict[str, Any] = {"file": table_stats.file if table_stats else "(missing, skipped)"}
-        if table_stats:
-            extra |= {
-                "rows_in_file": dg.MetadataValue.int(table_stats.rows_in_file),
-                "rows_sent": dg.MetadataValue.int(table_stats.rows_sent),
-                "full_load": table_stats.full_load,
-                "unchanged_file": table_stats.unchanged,
-                "appended_file": table_stats.appended,
-            }
-            context.log.info(
-                f"raw/{table}: {table_stats.rows_in_file:,} rows in {table_stats.file}, "
-                + (
-                    "file unchanged since its last load"
-                    if table_stats.unchanged
-                    else f"{table_stats.rows_sent:,} new or changed"
-                    + (" (only the lines appended since its last load read)" if table_stats.appended else "")
+    with load_settings():
+        for result in dlt.run(
+            context=context,
+            dlt_source=plan.source,
+            dlt_pipeline=file_drop_pipeline(warehouse, icp.dlt_pipelines_dir()),
+        ):
+            table = result.asset_key.path[-1]
+            table_stats = stats.get(table)
+            extra: dict[str, Any] = {"file": table_stats.file if table_stats else "(missing, skipped)"}
+            if table_stats:
+                extra |= {
+                    "rows_in_file": dg.MetadataValue.int(table_stats.rows_in_file),
+                    "rows_sent": dg.MetadataValue.int(table_stats.rows_sent),
+                    "full_load": table_stats.full_load,
+                    "unchanged_file": table_stats.unchanged,
+                    "appended_file": table_stats.appended,
+                }
+                context.log.info(
+                    f"raw/{table}: {table_stats.rows_in_file:,} rows in {table_stats.file}, "
+                    + (
+                        "file unchanged since its last load"
+                        if table_stats.unchanged
+                        else f"{table_stats.rows_sent:,} new or changed"
+                        + (" (only the lines appended since its last load read)" if table_stats.appended else "")
+                    )
                 )
-            )
-        yield dg.MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra})
+            yield dg.MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra})
     # Only now is the load committed: the next run may skip these files if they stay the same.
     record_loaded(warehouse, [(s.identity, s.rows_in_file) for s in stats.values() if s.identity is not None])

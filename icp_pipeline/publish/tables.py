@@ -22,6 +22,7 @@ from dlt.common.destination import Destination
 from dlt.extract.resource import DltResource
 
 from icp_pipeline.config import PublishConfig
+from icp_pipeline.dlt_settings import load_settings
 from icp_pipeline.errors import IcpConfigError, IcpError
 from icp_pipeline.warehouse import table_exists
 
@@ -179,7 +180,8 @@ def publish(
     ]
     pipeline = publish_pipeline(config, pipelines_dir)
     try:
-        info = pipeline.run(resources)
+        with load_settings():
+            info = pipeline.run(resources)
     except Exception as exc:
         raise IcpError(f"publishing to {config.destination} failed: {_first_line(exc)}") from exc
     return stats, info.loads_ids[-1] if info.loads_ids else ""

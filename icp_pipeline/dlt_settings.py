@@ -1,0 +1,20 @@
+"""Settings every dlt load of this project runs with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dlt
+
+
+@contextmanager
+def load_settings() -> Iterator[None]:
+    """Delete a load package's data files once they are loaded.
+
+    dlt keeps them by default: a copy of every row of a first load (480 MB of parquet at a
+    million accounts), then each night's changes, growing without end beside the warehouse that
+    already holds the rows. The package's small state files stay; a failed package keeps its files.
+    """
+    with dlt.config.values({"load.delete_completed_jobs": True}):
+        yield
