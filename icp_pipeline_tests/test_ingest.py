@@ -308,5 +308,7 @@ def test_loaded_data_files_are_not_kept_beside_the_warehouse(
 
     pipelines = tmp_path / "dlt_pipelines"
     assert list(pipelines.rglob("package_completed.json")), "the loads' packages are where dlt keeps them"
-    assert not [path for path in pipelines.rglob("*") if path.suffix in (".parquet", ".jsonl", ".insert_values")]
+    assert not [
+        path for path in pipelines.rglob("*") if path.suffix in (".parquet", ".jsonl", ".insert_values")
+    ]
     assert len(raw_rows(tmp_path / "warehouse.duckdb", "accounts")) == 3

@@ -90,9 +90,15 @@ def raw_file_drop(
                         "file unchanged since its last load"
                         if table_stats.unchanged
                         else f"{table_stats.rows_sent:,} new or changed"
-                        + (" (only the lines appended since its last load read)" if table_stats.appended else "")
+                        + (
+                            " (only the lines appended since its last load read)"
+                            if table_stats.appended
+                            else ""
+                        )
                     )
                 )
-            yield dg.MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra})
+            yield dg.MaterializeResult(
+                asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra}
+            )
     # Only now is the load committed: the next run may skip these files if they stay the same.
     record_loaded(warehouse, [(s.identity, s.rows_in_file) for s in stats.values() if s.identity is not None])
