@@ -311,6 +311,20 @@ def test_latest_per_key_keeps_the_rows_a_stable_sort_keeps(
     assert kept.tolist() == np.sort(distinct.index.to_numpy()).tolist() and unique
 
 
+def test_keys_whose_hashes_collide_are_told_apart_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = pd.DataFrame(
+        {"id": pd.array(["a", "b", "c", "a"], dtype="str"), "_row_hash": [1, 2, 3, 4]}, index=[9, 3, 5, 0]
+    )
+    assert validate._keys_hash_apart(frame[["id"]].iloc[:3])
+    assert not validate._keys_hash_apart(frame[["id"]])  # equal keys always hash equal
+    monkeypatch.setattr(validate, "row_hash", lambda table: pa.array(np.zeros(table.num_rows, np.int64)))
+    assert not validate._keys_hash_apart(frame[["id"]].iloc[:3])
+    kept, unique = validate._latest_per_key(frame.iloc[:3], ["id"], ["_row_hash"])
+    assert kept.tolist() == [3, 5, 9] and unique  # every row kept though every hash is the same
+    kept, unique = validate._latest_per_key(frame, ["id"], ["_row_hash"])
+    assert kept.tolist() == [0, 3, 5] and unique  # of the two "a" rows, the larger _row_hash
+
+
 # --------------------------------------------------------------------------- matching normalised domains
 
 

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from icp_pipeline.contracts.spec import ColumnSpec, RowRule, Severity, TableContract
 from icp_pipeline.frames import arrow_text, isin
-from icp_pipeline.ingest.files import LINEAGE_COLUMNS, MALFORMED_ROW, RAW_KEY, ROW_HASH
+from icp_pipeline.ingest.files import LINEAGE_COLUMNS, MALFORMED_ROW, RAW_KEY, ROW_HASH, row_hash
 from icp_pipeline.resolve.normalize import normalize_domain
 
 BAD_TYPE = "__bad_type__"
@@ -533,6 +533,17 @@ def _descending(values: pd.Series) -> np.ndarray | None:
     return None
 
 
+def _keys_hash_apart(keys: pd.DataFrame) -> bool:
+    """Whether every row's key has a 64-bit hash no other row's key has, which proves the keys
+    unique (equal keys hash equal); a collision only sends the exact check. DuckDB hashes on all
+    cores: factorising 3.6M text keys to learn they are unique took 0.8 s."""
+    try:
+        hashes = row_hash(pa.Table.from_pandas(keys, preserve_index=False))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return False
+    return bool(pd.Index(hashes.to_numpy()).is_unique)
+
+
 def _latest_per_key(candidates: pd.DataFrame, key: list[str], order: list[str]) -> tuple[np.ndarray, bool]:
     """Row labels of the first row per key after sorting by `order` descending (missing last, ties
     in row order), ascending; and whether the kept rows are unique on the key.
@@ -540,6 +551,8 @@ def _latest_per_key(candidates: pd.DataFrame, key: list[str], order: list[str]) 
     The same rows as a stable `sort_values` followed by `drop_duplicates(keep="first")`, found with
     numpy on integer codes: sorting and hashing millions of text keys took seconds.
     """
+    if _keys_hash_apart(candidates[key]):
+        return np.sort(candidates.index.to_numpy()), True  # one row per key: nothing to choose
     codes = pd.DataFrame({column: pd.factorize(candidates[column])[0] for column in key})
     if not (codes[key[0]].duplicated() if len(key) == 1 else codes.duplicated()).any():
         return np.sort(candidates.index.to_numpy()), True  # one row per key: nothing to choose
