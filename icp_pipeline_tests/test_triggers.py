@@ -12,7 +12,13 @@ import pytest
 
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.demo.generate import DemoSpec
-from icp_pipeline.triggers.detect import detect_all, title_level
+from icp_pipeline.triggers.detect import (
+    detect_all,
+    headcount_events,
+    latest_observations,
+    tech_change_events,
+    title_level,
+)
 from icp_pipeline.triggers.net_new import model_from_profile_rows, net_new_accounts
 from icp_pipeline_tests.staged_demo import materialize_nightly, staged_demo
 
@@ -54,6 +60,30 @@ def test_events_already_in_the_ledger_are_left_out_and_the_others_kept_as_they_w
     assert set(rest["trigger_type"]) == set(events["trigger_type"]) and len(set(events["trigger_type"])) == 5
     everything, _ = detect_all(feeds, AS_OF, IcpConfig().triggers, pd.Index(events["event_id"], dtype="str"))
     assert everything.empty
+
+
+@pytest.mark.parametrize("as_of", [AS_OF, AS_OF - dt.timedelta(days=75), AS_OF - dt.timedelta(days=200)])
+def test_observations_kept_only_where_compared_give_the_events_all_observations_give(demo, as_of) -> None:
+    _, warehouse, _ = demo
+    firmographics = read(warehouse, "select * from staging.firmographics")
+    defaults = IcpConfig().triggers
+    config = defaults.model_copy(
+        update={
+            "headcount_growth": defaults.headcount_growth.model_copy(update={"window_days": 30}),
+            "tech_change": defaults.tech_change.model_copy(update={"window_days": 90}),
+        }
+    )
+    every = latest_observations(firmographics, as_of)
+    compared = latest_observations(firmographics, as_of, compared_within_days=90)
+    assert 0 < len(compared) < len(every)
+    expected = []
+    for detector in (headcount_events, tech_change_events):
+        expected.append(detector(firmographics, as_of, config, observations=every))
+        found = detector(firmographics, as_of, config, observations=compared)
+        pd.testing.assert_frame_equal(found.reset_index(drop=True), expected[-1].reset_index(drop=True))
+    # detect_all keeps what the wider of the two windows compares.
+    events, _ = detect_all({"firmographics": firmographics}, as_of, config)
+    assert sorted(events["event_id"]) == sorted(pd.concat(expected)["event_id"])
 
 
 @pytest.mark.parametrize(

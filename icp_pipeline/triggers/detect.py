@@ -263,12 +263,16 @@ FEED_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def latest_observations(firmographics: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
+def latest_observations(
+    firmographics: pd.DataFrame, as_of: dt.date, compared_within_days: int | None = None
+) -> pd.DataFrame:
     """Each account's latest observation made by the as-of date, with its previous one's values.
 
     Ordered by account id; an account's observations are ordered by time, ties in the order
     delivered. A numpy lexsort on integer codes over the five columns the detectors read, not a
     sort and group-shift of the whole feed (shared by the headcount and tech detectors).
+    `compared_within_days`: only the accounts whose latest observation falls in that window and
+    has a previous one, the only rows the detectors compare; the others are never copied.
     """
     end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
     known = firmographics.loc[
@@ -281,6 +285,10 @@ def latest_observations(firmographics: pd.DataFrame, as_of: dt.date) -> pd.DataF
         np.flatnonzero(np.append(ordered_codes[1:] != ordered_codes[:-1], True)) if len(ordered) else ordered
     )
     has_previous = (last > 0) & (ordered_codes[np.maximum(last - 1, 0)] == ordered_codes[last])
+    if compared_within_days is not None:
+        observed = known["observed_at"].iloc[ordered[last]]
+        wanted = has_previous & _window(observed, as_of, compared_within_days).to_numpy(dtype=bool)
+        last, has_previous = last[wanted], has_previous[wanted]
     latest = known.iloc[ordered[last]]
     before = known.iloc[ordered[np.maximum(last - 1, 0)]] if len(last) else known.iloc[:0]
     mask = pd.Series(has_previous, index=latest.index)
@@ -421,7 +429,9 @@ def detect_all(
             continue
         if table == "firmographics":
             # Headcount and tech changes both compare each account's last two observations: find them once.
-            observations = latest_observations(feed, as_of) if observations is None else observations
+            if observations is None:
+                days = max(config.headcount_growth.window_days, config.tech_change.window_days)
+                observations = latest_observations(feed, as_of, compared_within_days=days)
             frames.append(detector(feed, as_of, config, seen=seen, observations=observations))
         else:
             frames.append(detector(feed, as_of, config, seen=seen))
