@@ -144,18 +144,20 @@ def hiring_surge_events(
 ) -> pd.DataFrame:
     """Recent postings against the account's own monthly baseline: ratio and minimum count."""
     rule = config.hiring_surge
-    columns = ["account_id", "posting_id", "posted_at", *(["department"] if rule.departments else [])]
-    known = postings.loc[postings["account_id"].notna(), columns]
+    # Masks first, then only the windows' rows are copied: the feed holds years of postings.
+    known = postings["account_id"].notna().to_numpy(dtype=bool)
     if rule.departments:
         wanted = [d.lower() for d in rule.departments]
-        known = known[known["department"].astype("str").str.lower().isin(wanted)]
-    recent_mask = _window(known["posted_at"], as_of, rule.recent_days - 1)
+        known &= postings["department"].astype("str").str.lower().isin(wanted).to_numpy(dtype=bool)
+    posted = postings["posted_at"]
+    recent_mask = known & _window(posted, as_of, rule.recent_days - 1).to_numpy(dtype=bool)
     recent_start = pd.Timestamp(as_of, tz="UTC") - pd.Timedelta(days=rule.recent_days - 1)
-    baseline_mask = (known["posted_at"] < recent_start) & (
-        known["posted_at"] >= recent_start - pd.Timedelta(days=rule.baseline_days)
-    )
+    baseline_mask = known & (
+        (posted < recent_start) & (posted >= recent_start - pd.Timedelta(days=rule.baseline_days))
+    ).to_numpy(dtype=bool)
+    columns = ["account_id", "posting_id", "posted_at"]
     recent = (
-        known[recent_mask]
+        postings.loc[recent_mask, columns]
         .groupby("account_id")
         .agg(
             recent=("posting_id", "size"),
@@ -164,7 +166,7 @@ def hiring_surge_events(
         )
     )
     months = rule.baseline_days / 30
-    baseline = known[baseline_mask].groupby("account_id").size().rename("baseline")
+    baseline = postings.loc[baseline_mask, ["account_id"]].groupby("account_id").size().rename("baseline")
     table = recent.join(baseline).fillna({"baseline": 0})
     table["monthly_baseline"] = table["baseline"] / months
     surge = table[
