@@ -371,6 +371,29 @@ def test_match_keeps_index_order_and_original_columns(index: AccountIndex) -> No
     assert list(matched["match_method"].cat.categories) == [str(m) for m in MATCH_METHODS]
 
 
+def test_names_are_normalised_only_where_the_domain_did_not_match(index: AccountIndex) -> None:
+    feed = pd.DataFrame(
+        {
+            "domain": ["acme.com", "unknown.com", None, "beta.de", "ACME.com", None] * 3,
+            "company_name": ["Acme Inc.", "Gamma Ltd", "Delta", "The Beta GmbH", None, "Acme"] * 3,
+        }
+    )
+    matched = match_feed(feed, index)
+    by_domain = (matched["match_method"] == "domain").to_numpy()
+    assert 0 < by_domain.sum() < len(feed)
+    every = normalize_name(feed["company_name"])
+    assert matched["norm_name"][by_domain].isna().all()
+    pd.testing.assert_series_equal(
+        matched["norm_name"][~by_domain], every[~by_domain], check_names=False, check_index=False
+    )
+    # What each row matched is what matching with every name normalised gives.
+    by_name = index.by_name
+    found = every.map(by_name["account_id"]).where(every.map(by_name["n_accounts"]) == 1)
+    expected = matched["account_id"].where(by_domain, found)
+    pd.testing.assert_series_equal(matched["account_id"], expected, check_names=False, check_dtype=False)
+    assert (matched["match_method"][~by_domain & found.notna().to_numpy()] == "name").all()
+
+
 def test_match_with_single_key_columns(index: AccountIndex) -> None:
     names_only = pd.DataFrame({"employer": ["Gamma Ltd", "acme"]})
     matched = match_feed(names_only, index, domain_col=None, name_col="employer")

@@ -175,7 +175,9 @@ def match_feed(
     Returns a copy of ``feed`` (same row order, same index, original columns untouched)
     with four columns added, overwriting columns of the same name:
 
-    * ``norm_domain``, ``norm_name``: the normalised keys, kept for auditing misses;
+    * ``norm_domain``, ``norm_name``: the normalised keys, kept for auditing misses; the name
+      only of rows the domain did not match (the only rows matched by name; normalising names
+      costs per row, and most feed rows match by domain), missing on the others;
     * ``account_id``: the matched account, missing unless matched by domain or name;
     * ``match_method``: a categorical of :class:`MatchMethod` values.
 
@@ -193,8 +195,6 @@ def match_feed(
         if domains_normalized
         else _normalized(feed, domain_col, normalize_domain)
     )
-    norm_name = _normalized(feed, name_col, normalize_name)
-
     by_domain = index.by_domain
     by_name_id = index.by_name["account_id"]
     n_dom = len(by_domain)
@@ -205,6 +205,7 @@ def match_feed(
     method = np.full(n, _CODE[MatchMethod.UNMATCHED], dtype=np.int8)
     by_dom = dom_pos >= 0
     method[by_dom] = _CODE[MatchMethod.DOMAIN]
+    norm_name = _normalized_where(feed, name_col, normalize_name, ~by_dom)
 
     need_name = ~by_dom & norm_name.notna().to_numpy()
     if need_name.any():
@@ -266,6 +267,22 @@ def _normalized(feed: pd.DataFrame, col: str | None, func: Callable[[pd.Series],
     if col not in feed.columns:
         raise KeyError(f"feed has no column {col!r}; pass None to skip it")
     return func(pd.Series(feed[col].array, copy=False))
+
+
+def _normalized_where(
+    feed: pd.DataFrame, col: str | None, func: Callable[[pd.Series], pd.Series], rows: np.ndarray
+) -> pd.Series:
+    """``_normalized`` at the rows where ``rows`` is true, missing elsewhere."""
+    if col is None or rows.all():
+        return _normalized(feed, col, func)
+    if col not in feed.columns:
+        raise KeyError(f"feed has no column {col!r}; pass None to skip it")
+    missing = pa.nulls(len(feed), pa.large_string())
+    if not rows.any():
+        return pd.Series(pd.array(missing, dtype=STR_DTYPE), copy=False)
+    values = func(pd.Series(feed[col].array[rows], copy=False))
+    merged = pc.replace_with_mask(missing, pa.array(rows), _arrow(values).cast(pa.large_string()))
+    return pd.Series(pd.array(merged, dtype=STR_DTYPE), copy=False)
 
 
 def _renormalized(feed: pd.DataFrame, col: str | None) -> pd.Series:
