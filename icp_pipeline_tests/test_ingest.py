@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import dlt
 import duckdb
 import pandas as pd
 import pyarrow as pa
@@ -13,6 +14,7 @@ import pytest
 
 from icp_pipeline.config import contracts_dir, load_config
 from icp_pipeline.contracts.spec import load_contracts
+from icp_pipeline.dlt_settings import load_settings
 from icp_pipeline.errors import IcpInputError
 from icp_pipeline.ingest.files import inventory, iter_identified_chunks
 from icp_pipeline_tests.conftest import ACCOUNTS_CSV, OPPORTUNITIES_CSV, write_drop
@@ -312,3 +314,22 @@ def test_loaded_data_files_are_not_kept_beside_the_warehouse(
         path for path in pipelines.rglob("*") if path.suffix in (".parquet", ".jsonl", ".insert_values")
     ]
     assert len(raw_rows(tmp_path / "warehouse.duckdb", "accounts")) == 3
+
+
+@pytest.mark.parametrize(("transient", "compression"), [(True, "UNCOMPRESSED"), (False, "SNAPPY")])
+def test_only_transient_load_files_are_written_uncompressed(
+    tmp_path: Path, transient: bool, compression: str
+) -> None:
+    pipeline = dlt.pipeline(
+        pipeline_name="settings",
+        destination=dlt.destinations.duckdb(str(tmp_path / "w.duckdb")),
+        dataset_name="raw",
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )
+    with load_settings(transient_files=transient):
+        pipeline.extract([pa.table({"a": ["x"] * 10})], table_name="t")
+        pipeline.normalize()
+    files = list((tmp_path / "pipelines").rglob("*.parquet"))
+    assert files and {pq.ParquetFile(f).metadata.row_group(0).column(0).compression for f in files} == {
+        compression
+    }

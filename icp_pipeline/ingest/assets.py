@@ -67,7 +67,7 @@ def raw_file_drop(
         context.log.info(f"{table}: read from {api}")
     for table, impact in found.missing_optional.items():
         context.log.warning(f"{table}: optional file missing; {impact}")
-    with load_settings():
+    with load_settings(transient_files=True):
         for result in dlt.run(
             context=context,
             dlt_source=plan.source,
