@@ -594,7 +594,7 @@ def test_fit_on_deal_counts_per_account_equals_the_fit_on_one_row_per_deal() -> 
     assert np.abs(per_deal[1]).max() > 0.3  # the data has signal: the comparison is not of zeros
 
 
-@pytest.mark.parametrize("sizes", [[7, 3, 11, 5], [30], [4, 4, 4], [1] * 13, []])
+@pytest.mark.parametrize("sizes", [[7, 3, 11, 5], [30], [4, 4, 4], [1] * 13, [], [8], [3, 13]])
 def test_load_batches_hold_the_same_rows_in_whole_duckdb_row_groups(sizes: list[int]) -> None:
     chunks, start = [], 0
     for size in sizes:
@@ -608,4 +608,4 @@ def test_load_batches_hold_the_same_rows_in_whole_duckdb_row_groups(sizes: list[
     assert last.equals(malformed)  # other columns end the batch before them, never cast or dropped
     assert [row for b in clean for row in b.column("n").to_pylist()] == list(range(start))
     assert all(b.num_rows == 8 for b in clean[:-1])
-    assert all(0 < b.num_rows <= 8 for b in clean)
+    assert all(0 < b.num_rows <= 8 for b in clean)  # never an empty batch, e.g. after [8] + malformed

@@ -148,7 +148,7 @@ def aligned_batches(tables: Iterator[pa.Table], rows: int = LOAD_BATCH_ROWS) -> 
         whole = held - held % rows
         for offset in range(0, whole, rows):
             yield joined.slice(offset, rows)
-        pending, held = [joined.slice(whole)], held - whole
+        pending, held = ([joined.slice(whole)] if held > whole else []), held - whole
     if held:
         yield pa.concat_tables(pending)
 
