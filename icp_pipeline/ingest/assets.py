@@ -39,6 +39,27 @@ class RawTableTranslator(DagsterDltTranslator):
         )
 
 
+def _load_report(table: str, table_stats: TableLoadStats | None) -> tuple[dict[str, Any], str]:
+    """The metadata and log line of one raw table's load (no line for a table without a file)."""
+    if table_stats is None:
+        return {"file": "(missing, skipped)"}, ""
+    metadata: dict[str, Any] = {
+        "file": table_stats.file,
+        "rows_in_file": dg.MetadataValue.int(table_stats.rows_in_file),
+        "rows_sent": dg.MetadataValue.int(table_stats.rows_sent),
+        "full_load": table_stats.full_load,
+        "unchanged_file": table_stats.unchanged,
+        "appended_file": table_stats.appended,
+    }
+    if table_stats.unchanged:
+        what = "file unchanged since its last load"
+    else:
+        what = f"{table_stats.rows_sent:,} new or changed"
+        if table_stats.appended:
+            what += " (only the lines appended since its last load read)"
+    return metadata, f"raw/{table}: {table_stats.rows_in_file:,} rows in {table_stats.file}, {what}"
+
+
 @dlt_assets(
     dlt_source=empty_source_for_specs(_CONTRACTS),
     dlt_pipeline=file_drop_pipeline(
@@ -74,29 +95,9 @@ def raw_file_drop(
             dlt_pipeline=file_drop_pipeline(warehouse, icp.dlt_pipelines_dir()),
         ):
             table = result.asset_key.path[-1]
-            table_stats = stats.get(table)
-            extra: dict[str, Any] = {"file": table_stats.file if table_stats else "(missing, skipped)"}
-            if table_stats:
-                extra |= {
-                    "rows_in_file": dg.MetadataValue.int(table_stats.rows_in_file),
-                    "rows_sent": dg.MetadataValue.int(table_stats.rows_sent),
-                    "full_load": table_stats.full_load,
-                    "unchanged_file": table_stats.unchanged,
-                    "appended_file": table_stats.appended,
-                }
-                context.log.info(
-                    f"raw/{table}: {table_stats.rows_in_file:,} rows in {table_stats.file}, "
-                    + (
-                        "file unchanged since its last load"
-                        if table_stats.unchanged
-                        else f"{table_stats.rows_sent:,} new or changed"
-                        + (
-                            " (only the lines appended since its last load read)"
-                            if table_stats.appended
-                            else ""
-                        )
-                    )
-                )
+            extra, line = _load_report(table, stats.get(table))
+            if line:
+                context.log.info(line)
             yield dg.MaterializeResult(
                 asset_key=result.asset_key, metadata={**(result.metadata or {}), **extra}
             )
