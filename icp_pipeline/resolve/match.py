@@ -205,7 +205,7 @@ def match_feed(
     method = np.full(n, _CODE[MatchMethod.UNMATCHED], dtype=np.int8)
     by_dom = dom_pos >= 0
     method[by_dom] = _CODE[MatchMethod.DOMAIN]
-    norm_name = _normalized_where(feed, name_col, normalize_name, ~by_dom)
+    norm_name = _normalized(feed, name_col, normalize_name, rows=~by_dom)
 
     need_name = ~by_dom & norm_name.notna().to_numpy()
     if need_name.any():
@@ -260,23 +260,20 @@ def match_summary(matched: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- helpers
 
 
-def _normalized(feed: pd.DataFrame, col: str | None, func: Callable[[pd.Series], pd.Series]) -> pd.Series:
-    """Normalise ``feed[col]`` on a RangeIndex; all-missing when ``col`` is None."""
+def _normalized(
+    feed: pd.DataFrame,
+    col: str | None,
+    func: Callable[[pd.Series], pd.Series],
+    rows: np.ndarray | None = None,
+) -> pd.Series:
+    """Normalise ``feed[col]`` on a RangeIndex; all-missing when ``col`` is None. With ``rows``
+    (a boolean mask), only those rows are normalised and the others are missing."""
     if col is None:
         return pd.Series(pd.array([None] * len(feed), dtype=STR_DTYPE))
     if col not in feed.columns:
         raise KeyError(f"feed has no column {col!r}; pass None to skip it")
-    return func(pd.Series(feed[col].array, copy=False))
-
-
-def _normalized_where(
-    feed: pd.DataFrame, col: str | None, func: Callable[[pd.Series], pd.Series], rows: np.ndarray
-) -> pd.Series:
-    """``_normalized`` at the rows where ``rows`` is true, missing elsewhere."""
-    if col is None or rows.all():
-        return _normalized(feed, col, func)
-    if col not in feed.columns:
-        raise KeyError(f"feed has no column {col!r}; pass None to skip it")
+    if rows is None or rows.all():
+        return func(pd.Series(feed[col].array, copy=False))
     missing = pa.nulls(len(feed), pa.large_string())
     if not rows.any():
         return pd.Series(pd.array(missing, dtype=STR_DTYPE), copy=False)
