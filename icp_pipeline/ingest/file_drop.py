@@ -106,18 +106,19 @@ def _changed_keys(
     return changed.column(RAW_KEY).combine_chunks()
 
 
-def _appended_keys_are_new(chunks: list[pa.Table], warehouse: Path, table: str) -> bool:
-    """Whether no key of the appended rows is in raw: then they load without the file's other
-    rows (a key also in the old part would need its old rows sent with the new, as a whole read
-    sends them)."""
+def _new_appended_keys(chunks: list[pa.Table], warehouse: Path, table: str) -> int | None:
+    """How many keys the appended rows hold when none of them is in raw yet, else None: then they
+    load without the file's other rows (a key also in the old part would need its old rows sent
+    with the new, as a whole read sends them)."""
     keys = pa.concat_tables(chunk.select([RAW_KEY]) for chunk in chunks)
     with attached(warehouse) as con:
         con.register("appended_keys", keys)
-        found = con.execute(
-            f'select count(*) from wh.{RAW_DATASET}."{table}" '
-            f"where {RAW_KEY} in (select {RAW_KEY} from appended_keys)"
-        ).fetchall()[0][0]
-    return not found
+        distinct, found = con.execute(
+            f"select (select count(distinct {RAW_KEY}) from appended_keys), "
+            f'(select count(*) from wh.{RAW_DATASET}."{table}" '
+            f"where {RAW_KEY} in (select {RAW_KEY} from appended_keys))"
+        ).fetchall()[0]
+    return None if found else int(distinct)
 
 
 def _drain(chunks: list[pa.Table]) -> Iterator[pa.Table]:
@@ -204,11 +205,12 @@ def _table_resource(
         changed: pa.Array | None = None
         if start is not None and last is not None:
             read = list(iter_identified_chunks(table_file, start))
-            if _appended_keys_are_new(read, warehouse, contract.table):
+            new_keys = _new_appended_keys(read, warehouse, contract.table)
+            if new_keys is not None:
                 log.info("%s: lines appended since it was last loaded, only they are read", source_file)
                 table_stats.full_load, table_stats.appended = False, True
                 table_stats.rows_in_file = last.rows_in_file
-                table_stats.keys_changed = len(pc.unique(pa.chunked_array([c.column(RAW_KEY) for c in read])))
+                table_stats.keys_changed = new_keys
             else:
                 read = []
         if not table_stats.appended:
