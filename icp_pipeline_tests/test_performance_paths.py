@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
-from scipy import sparse
+from scipy import sparse, special
 
 from icp_pipeline.alerts.channels import AlertMessage, OutboxChannel
 from icp_pipeline.config import contracts_dir, load_config
@@ -36,6 +37,7 @@ from icp_pipeline.profile.traits import ACCOUNT_ROW, TECHNOLOGY, TraitInputs, la
 from icp_pipeline.resolve import match
 from icp_pipeline.resolve.match import build_account_index, match_feed
 from icp_pipeline.resolve.normalize import normalize_domain
+from icp_pipeline.scoring import model
 from icp_pipeline.scoring.model import deal_counts, fit_logistic
 from icp_pipeline.warehouse import replace_slice, replace_table, to_frame
 
@@ -592,6 +594,40 @@ def test_fit_on_deal_counts_per_account_equals_the_fit_on_one_row_per_deal() -> 
     assert per_account[0] == pytest.approx(per_deal[0], abs=1e-6)
     np.testing.assert_allclose(per_account[1], per_deal[1], atol=1e-6)
     assert np.abs(per_deal[1]).max() > 0.3  # the data has signal: the comparison is not of zeros
+
+
+def test_fit_loss_per_row_block_equals_the_plain_formula_even_where_exp_overflows() -> None:
+    rng = np.random.default_rng(5)
+    x = sparse.random(300, 9, density=0.4, format="csr", random_state=6)
+    y = rng.integers(0, 3, 300).astype(float)
+    n = y + rng.integers(0, 3, 300)
+    w = rng.normal(0, 300, 10)  # |z| up to the thousands: exp(-z) overflows on the plain path
+    z = x @ w[1:] + w[0]
+    with np.errstate(over="ignore"):
+        plain_nll = np.sum(n * np.logaddexp(0.0, z) - y * z)
+        residual = n * special.expit(z) - y
+    bounds = [0, 70, 71, 300]
+    parts = [
+        model._block_loss(w, (model._row_block(x, a, b), y[a:b], n[a:b]))
+        for a, b in itertools.pairwise(bounds)
+    ]
+    assert np.abs(z).max() > 800
+    assert sum(p[0] for p in parts) == pytest.approx(plain_nll, rel=1e-12)
+    assert sum(p[1] for p in parts) == pytest.approx(residual.sum(), rel=1e-12)
+    np.testing.assert_allclose(sum(p[2] for p in parts), x.T @ residual, rtol=1e-12)
+
+
+def test_fit_does_not_depend_on_the_row_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(7)
+    x = sparse.random(500, 8, density=0.3, format="csr", random_state=8)
+    won = rng.random(500) < 1 / (1 + np.exp(-(x @ rng.normal(0, 2, 8))))
+    monkeypatch.setattr(model, "FIT_BLOCKS", 1)
+    one = fit_logistic(x, won, 2.0)
+    monkeypatch.setattr(model, "FIT_BLOCKS", 7)
+    seven = fit_logistic(x, won, 2.0)
+    assert seven[0] == pytest.approx(one[0], abs=1e-7)
+    np.testing.assert_allclose(seven[1], one[1], atol=1e-7)
+    assert np.abs(one[1]).max() > 0.3
 
 
 @pytest.mark.parametrize("sizes", [[7, 3, 11, 5], [30], [4, 4, 4], [1] * 13, [], [8], [3, 13]])

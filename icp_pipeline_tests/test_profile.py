@@ -20,8 +20,9 @@ from icp_pipeline.demo.generate import DemoSpec
 from icp_pipeline.frames import positions
 from icp_pipeline.profile.derive import HARD_NO, MUST_HAVE, derive_profile
 from icp_pipeline.profile.learn import Evidence, read_evidence, run_evidence
+from icp_pipeline.profile.outcomes import opportunity_outcomes
 from icp_pipeline.profile.traits import ACCOUNT_POSITION
-from icp_pipeline.scoring.score import score_accounts
+from icp_pipeline.scoring.score import fit_and_tiers, score_accounts, scored_deals
 from icp_pipeline.scoring.validation import auc, holdout_validation
 from icp_pipeline_tests.staged_demo import load_evidence, staged_demo
 
@@ -243,3 +244,23 @@ def test_deals_placed_by_the_account_positions_read_with_them_equal_placing_them
     by_position, _ = learn(evidence)
     pd.testing.assert_frame_equal(by_position.evidence, by_id.evidence)
     assert by_position.version == by_id.version
+
+
+def test_deals_scored_by_row_position_equal_an_inner_join_on_account_id(planted) -> None:
+    _, evidence, _ = planted
+    config = IcpConfig()
+    created = evidence.accounts["created_at"].dropna().sort_values()
+    later = created.iloc[len(created) * 9 // 10].date()  # deals of later accounts are not scored
+    traits = evidence.traits(config, later)
+    profile, design = derive_profile(
+        traits, evidence.opportunities, evidence.subscriptions, config, later, describe=False
+    )
+    scores = fit_and_tiers(profile, design)
+    deals = opportunity_outcomes(evidence.opportunities, config.stages, AS_OF)
+    orphan = deals.head(1).assign(account_id="no-such-account", **{ACCOUNT_POSITION: -1})
+    deals = pd.concat([orphan, deals], ignore_index=True)
+    expected = deals.join(scores, on="account_id", how="inner").reset_index(drop=True)
+    scored = scored_deals(deals, scores, traits)
+    assert 0 < len(scored) < len(deals) - 10
+    assert scored["tier"].nunique() > 1
+    pd.testing.assert_frame_equal(scored, expected)

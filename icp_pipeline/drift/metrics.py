@@ -25,7 +25,7 @@ from icp_pipeline.profile.evidence import account_totals, trait_value_sums
 from icp_pipeline.profile.learn import Evidence
 from icp_pipeline.profile.outcomes import opportunity_outcomes
 from icp_pipeline.profile.traits import UNKNOWN, AccountTraits
-from icp_pipeline.scoring.score import fit_and_tiers
+from icp_pipeline.scoring.score import fit_and_tiers, scored_deals
 from icp_pipeline.scoring.validation import auc, holdout_validation
 
 METRIC_COLUMNS = [
@@ -176,14 +176,14 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
     )
     scores = fit_and_tiers(profile, design)
     deals = opportunity_outcomes(evidence.opportunities, config.stages, as_of)
-    deals = deals.join(scores, on="account_id", how="inner").reset_index(drop=True)
+    deals = scored_deals(deals, scores, traits_then)
     created = deals["created_at"]
     start = _month_start(reference_date)
     window_start = start - pd.DateOffset(months=rules.reference_window_months)
     reference_deals = profile.outcomes[
         profile.outcomes["closed"] & (profile.outcomes["created_at"] >= window_start)
     ]
-    reference_deals = reference_deals.join(scores, on="account_id", how="inner").reset_index(drop=True)
+    reference_deals = scored_deals(reference_deals, scores, traits_then)
     reference = _performance(reference_deals)
     # The reference profile has seen its own deals; judge cohorts against its out-of-sample AUC.
     holdout, _ = holdout_validation(

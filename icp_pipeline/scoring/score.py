@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from icp_pipeline.profile.derive import HARD_NO, IcpProfile, assign_tiers, disqualified_accounts, trait_label
+from icp_pipeline.profile.traits import AccountTraits
 from icp_pipeline.scoring.model import Design, account_scores, feature_points
 
 TOP_REASONS = 3
@@ -28,6 +29,26 @@ def fit_and_tiers(profile: IcpProfile, design: Design) -> pd.DataFrame:
     disqualified = disqualified_accounts(design, profile.evidence)
     tiers = assign_tiers(scores, disqualified, profile.tier_cutoffs)
     return pd.DataFrame({"fit_score": scores, "tier": tiers}, index=design.account_ids)
+
+
+def scored_deals(deals: pd.DataFrame, scores: pd.DataFrame, traits: AccountTraits) -> pd.DataFrame:
+    """The deals whose account is scored, in their order, with its fit_score and tier.
+
+    `scores` is `fit_and_tiers` of a design built from `traits` (one row per traits row, in
+    order), so this is an inner join on account_id done with the deals' integer row positions:
+    a join on the text ids took about a second per million deals.
+    """
+    rows = traits.rows_of(deals)
+    held = rows >= 0
+    rows = rows[held]
+    return (
+        deals[held]
+        .reset_index(drop=True)
+        .assign(
+            fit_score=scores["fit_score"].to_numpy()[rows],
+            tier=scores["tier"].to_numpy()[rows],
+        )
+    )
 
 
 def score_accounts(profile: IcpProfile, design: Design, as_of: dt.date) -> pd.DataFrame:

@@ -14,11 +14,10 @@ import pandas as pd
 from scipy import stats
 
 from icp_pipeline.config import IcpConfig
-from icp_pipeline.frames import isin
 from icp_pipeline.profile.derive import derive_profile
 from icp_pipeline.profile.learn import Evidence
 from icp_pipeline.profile.outcomes import opportunity_outcomes
-from icp_pipeline.scoring.score import fit_and_tiers
+from icp_pipeline.scoring.score import fit_and_tiers, scored_deals
 
 HOLDOUT_SHARE = 0.25
 MIN_TEST_DEALS = 30
@@ -83,10 +82,7 @@ def holdout_validation(
     )
     scores = fit_and_tiers(profile, design)
     test = closed[closed["closed_at"] > pd.Timestamp(split, tz="UTC") + pd.Timedelta(days=1)]
-    test = test[isin(test["account_id"], scores.index)]
-    scored = test[["opportunity_id", "account_id", "won"]].join(
-        scores[["fit_score", "tier"]], on="account_id"
-    )
+    scored = scored_deals(test, scores, traits)[["opportunity_id", "account_id", "won", "fit_score", "tier"]]
     won = scored["won"].to_numpy(dtype=bool)
     tiers = tier_table(scored["tier"], scored["won"])
     base = won.mean() if len(won) else np.nan
