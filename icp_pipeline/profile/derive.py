@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,31 +263,29 @@ def derive_profile(
     """
     rules = config.icp
     outcomes = opportunity_outcomes(opportunities, config.stages, as_of)
-    customers = customer_value(outcomes, subscriptions, as_of)
-    best = best_customers(customers, rules.best_customer_share)
-    top = best[: EvidenceRules.top_customers]
     # Each deal's account row, found once: the design has the traits' rows, in their order.
     deal_rows = traits.rows_of(outcomes)
-    evidence = trait_evidence(
-        traits,
-        outcomes,
-        best,
-        top,
-        EvidenceRules(rules.min_closed_with, rules.min_won_with, rules.alpha),
-        deal_rows=deal_rows,
-    )
-    design = build_design(traits)
     is_closed = outcomes["closed"].to_numpy(dtype=bool)
     closed = outcomes[is_closed]
     notes: list[str] = []
     written_criteria = [(c.trait, c.values) for c in rules.written.must_have] if rules.written else []
-    if len(closed) < rules.cold_start_min_closed:
-        notes.append(f"cold start: only {len(closed)} closed deals (need {rules.cold_start_min_closed})")
-        model = written_icp_model(design, written_criteria) if written_criteria else no_signal_model(design)
-    else:
-        rows, deals, wins = deal_counts(deal_rows[is_closed], closed["won"].to_numpy())
-        intercept, coefficients = fit_logistic(design.matrix[rows], wins, rules.l2, trials=deals)
-        model = points_from_coefficients(intercept, coefficients, design)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # What the best customers share does not depend on the fit: it is found on a second core
+        # meanwhile (much of both runs without the GIL): 4.9 s to 3.6 s per profile at 1M.
+        evidence_run = pool.submit(
+            _customers_and_evidence, traits, outcomes, subscriptions, config, as_of, deal_rows
+        )
+        design = build_design(traits)
+        if len(closed) < rules.cold_start_min_closed:
+            notes.append(f"cold start: only {len(closed)} closed deals (need {rules.cold_start_min_closed})")
+            model = (
+                written_icp_model(design, written_criteria) if written_criteria else no_signal_model(design)
+            )
+        else:
+            rows, deals, wins = deal_counts(deal_rows[is_closed], closed["won"].to_numpy())
+            intercept, coefficients = fit_logistic(design.matrix[rows], wins, rules.l2, trials=deals)
+            model = points_from_coefficients(intercept, coefficients, design)
+        customers, evidence = evidence_run.result()
     evidence = evidence.merge(model.points[["trait", "value", "points"]], on=["trait", "value"], how="left")
     evidence["points"] = evidence["points"].fillna(0).astype(int)
     evidence["verdict"] = _verdicts(evidence, config)
@@ -345,6 +344,30 @@ def derive_profile(
         notes=notes + model.notes,
     )
     return profile, design
+
+
+def _customers_and_evidence(
+    traits: AccountTraits,
+    outcomes: pd.DataFrame,
+    subscriptions: pd.DataFrame | None,
+    config: IcpConfig,
+    as_of: dt.date,
+    deal_rows: np.ndarray,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The customers' value and each trait value's evidence (how the best customers and won deals
+    differ from the rest)."""
+    rules = config.icp
+    customers = customer_value(outcomes, subscriptions, as_of)
+    best = best_customers(customers, rules.best_customer_share)
+    evidence = trait_evidence(
+        traits,
+        outcomes,
+        best,
+        best[: EvidenceRules.top_customers],
+        EvidenceRules(rules.min_closed_with, rules.min_won_with, rules.alpha),
+        deal_rows=deal_rows,
+    )
+    return customers, evidence
 
 
 def disqualified_accounts(design: Design, evidence: pd.DataFrame) -> np.ndarray:
