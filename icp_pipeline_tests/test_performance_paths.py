@@ -38,6 +38,7 @@ from icp_pipeline.resolve import match
 from icp_pipeline.resolve.match import build_account_index, match_feed
 from icp_pipeline.resolve.normalize import normalize_domain
 from icp_pipeline.scoring import model
+from icp_pipeline.scoring.assets import top_accounts
 from icp_pipeline.scoring.model import deal_counts, fit_logistic
 from icp_pipeline.warehouse import replace_slice, replace_table, to_frame
 
@@ -645,3 +646,17 @@ def test_load_batches_hold_the_same_rows_in_whole_duckdb_row_groups(sizes: list[
     assert [row for b in clean for row in b.column("n").to_pylist()] == list(range(start))
     assert all(b.num_rows == 8 for b in clean[:-1])
     assert all(0 < b.num_rows <= 8 for b in clean)  # never an empty batch, e.g. after [8] + malformed
+
+
+def test_top_accounts_equal_the_head_of_the_whole_table_sorted() -> None:
+    rng = np.random.default_rng(9)
+    scores = pd.DataFrame(
+        {
+            "account_id": pd.Series([f"a{i:05d}" for i in rng.permutation(5000)], dtype="str"),
+            "fit_score": rng.integers(60, 100, 5000),  # many ties at every score
+        }
+    )
+    expected = scores.sort_values(["fit_score", "account_id"], ascending=[False, True]).head(10)
+    pd.testing.assert_frame_equal(top_accounts(scores, 10), expected)
+    assert top_accounts(scores.head(0), 10).empty
+    assert len(top_accounts(scores.head(3), 10)) == 3

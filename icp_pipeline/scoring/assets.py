@@ -29,6 +29,19 @@ def _md(frame: pd.DataFrame, limit: int = 15) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.head(limit).to_markdown(index=False) if len(frame) else "(none)")
 
 
+def top_accounts(scores: pd.DataFrame, count: int) -> pd.DataFrame:
+    """The `count` best-scored accounts, ties by account id: only the rows scoring at least the
+    count-th best score are sorted (sorting a million rows by text took 0.7 s)."""
+    if scores.empty:
+        return scores
+    cut = scores["fit_score"].nlargest(count).min()
+    return (
+        scores[scores["fit_score"] >= cut]
+        .sort_values(["fit_score", "account_id"], ascending=[False, True])
+        .head(count)
+    )
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -106,10 +119,7 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
             "disqualified": int(scores["disqualified"].sum()),
             "mean_fit_score": float(scores["fit_score"].mean()),
             "top_accounts": _md(
-                scores.sort_values(["fit_score", "account_id"], ascending=[False, True])[
-                    ["account_id", "fit_score", "tier", "top_positive", "top_negative"]
-                ],
-                10,
+                top_accounts(scores, 10)[["account_id", "fit_score", "tier", "top_positive", "top_negative"]]
             ),
         },
     )
