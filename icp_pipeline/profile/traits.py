@@ -10,6 +10,7 @@ say "Industry unknown" rather than pretending to know.
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -280,22 +281,31 @@ class TraitInputs:
         )
         own = accounts[columns].assign(created_at=created).reset_index(drop=True)
         inputs = cls(own, tuple(custom_columns))
-        if firmographics is not None and len(firmographics):
-            feed = firmographics[list(FIRMOGRAPHIC_COLUMNS)]
-            account = positions(feed["account_id"], own["account_id"])
-            kept = account >= 0  # rows of accounts outside the CRM never reach an account's traits
-            observations = feed[kept].drop(columns="account_id").reset_index(drop=True)
-            inputs.technologies = TechnologyItems.split(observations.pop("tech_stack"))
-            inputs.firmographics = observations
-            inputs.firmographic_account = account[kept]
-        if funding_rounds is not None and len(funding_rounds):
-            rounds = funding_rounds[["account_id", "round_type", "announced_at"]]
-            account = positions(rounds["account_id"], own["account_id"])
-            kept = account >= 0
-            inputs.funding = rounds[kept].reset_index(drop=True)
-            inputs.funding_account = account[kept]
-            inputs.funding_stage, inputs.funding_rank = _funding_stages(inputs.funding)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # The funding rounds are placed on a worker thread while the firmographics are split
+            # here: both are mostly arrow kernels, which run without the GIL.
+            has_funding = funding_rounds is not None and len(funding_rounds) > 0
+            placed = pool.submit(inputs._place_funding, funding_rounds) if has_funding else None
+            if firmographics is not None and len(firmographics):
+                feed = firmographics[list(FIRMOGRAPHIC_COLUMNS)]
+                account = positions(feed["account_id"], own["account_id"])
+                kept = account >= 0  # rows of accounts outside the CRM never reach an account's traits
+                observations = feed[kept].drop(columns="account_id").reset_index(drop=True)
+                inputs.technologies = TechnologyItems.split(observations.pop("tech_stack"))
+                inputs.firmographics = observations
+                inputs.firmographic_account = account[kept]
+            if placed is not None:
+                placed.result()
         return inputs
+
+    def _place_funding(self, funding_rounds: pd.DataFrame) -> None:
+        """The funding rounds of CRM accounts, with their account's position and stage."""
+        rounds = funding_rounds[["account_id", "round_type", "announced_at"]]
+        account = positions(rounds["account_id"], self.accounts["account_id"])
+        kept = account >= 0
+        self.funding = rounds[kept].reset_index(drop=True)
+        self.funding_account = account[kept]
+        self.funding_stage, self.funding_rank = _funding_stages(self.funding)
 
     def traits(self, as_of: dt.date) -> AccountTraits:
         """Traits of every account that existed at the as-of date."""
