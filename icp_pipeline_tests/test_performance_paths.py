@@ -40,6 +40,7 @@ from icp_pipeline.resolve.normalize import normalize_domain
 from icp_pipeline.scoring import model
 from icp_pipeline.scoring.assets import top_accounts
 from icp_pipeline.scoring.model import deal_counts, fit_logistic
+from icp_pipeline.scoring.score import grouped_order
 from icp_pipeline.warehouse import replace_slice, replace_table, to_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -660,3 +661,15 @@ def test_top_accounts_equal_the_head_of_the_whole_table_sorted() -> None:
     pd.testing.assert_frame_equal(top_accounts(scores, 10), expected)
     assert top_accounts(scores.head(0), 10).empty
     assert len(top_accounts(scores.head(3), 10)) == 3
+
+
+@pytest.mark.parametrize("span", [3, 60, 2**40])
+def test_grouped_order_is_lexsorts_order_ties_included(span: int) -> None:
+    rng = np.random.default_rng(span % 97)
+    account = np.sort(rng.integers(0, 500, 4000))
+    account[::7] = rng.integers(0, 500, len(account[::7]))  # nearly sorted, as matrix rows come
+    rank = rng.integers(0, span, 4000)  # few ranks: many ties within an account
+    np.testing.assert_array_equal(grouped_order(account, rank), np.lexsort((rank, account)))
+    negative = rank - 1  # a rank below zero: the lexsort path
+    np.testing.assert_array_equal(grouped_order(account, negative), np.lexsort((negative, account)))
+    assert len(grouped_order(account[:0], rank[:0])) == 0
