@@ -19,7 +19,7 @@ import pytest
 
 from icp_pipeline.config import IcpConfig, contracts_dir, load_config
 from icp_pipeline.contracts.spec import CANONICAL_TABLES, TableContract, load_contracts
-from icp_pipeline.contracts.staging import StagingOutcome, stage
+from icp_pipeline.contracts.staging import StagingOutcome, inputs_fingerprints, stage
 from icp_pipeline.demo.generate import DemoSpec
 from icp_pipeline_tests.staged_demo import materialize_nightly, staged_demo
 
@@ -324,3 +324,37 @@ def test_a_quarter_of_the_rows_changed_stages_the_whole_table(copy: tuple[Path, 
     write_rows(accounts_file, accounts)
     materialize_nightly(drop, warehouse, AS_OF.isoformat(), 'key:"raw/*"')
     assert stage_all(warehouse, AS_OF)["accounts"].restaged_keys == 1
+
+
+def test_raw_rows_are_fingerprinted_by_their_lineage_when_ingest_hashed_them(copy: tuple[Path, Path]) -> None:
+    _, warehouse = copy
+    contract, config = CONTRACTS["opportunities"], load_config()
+
+    def raw_digest() -> str:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            digests = inputs_fingerprints(con, contract, config)
+        assert digests is not None
+        return digests[0]
+
+    def edit(sql: str) -> None:
+        with duckdb.connect(str(warehouse)) as con:
+            con.execute(sql)
+
+    first = raw_digest()
+    edit("update raw.opportunities set _row_hash = _row_hash + 1 where rowid = 3")  # a reloaded row
+    second = raw_digest()
+    assert second != first
+    edit("update raw.opportunities set _loaded_at = _loaded_at + interval 1 day where rowid = 4")
+    third = raw_digest()
+    assert third not in {first, second}
+    edit("delete from raw.opportunities where rowid = 5")
+    assert raw_digest() not in {first, second, third}
+    # A value edited in place, bypassing ingest, keeps its row hash and goes unnoticed: raw is
+    # written by ingest only. A raw table without row hashes is fingerprinted by every column.
+    before = raw_digest()
+    edit("update raw.opportunities set amount = '1' where rowid = 6")
+    assert raw_digest() == before
+    edit("alter table raw.opportunities drop column _row_hash")
+    whole = raw_digest()
+    edit("update raw.opportunities set amount = '2' where rowid = 6")
+    assert raw_digest() != whole

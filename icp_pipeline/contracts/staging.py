@@ -33,7 +33,7 @@ from icp_pipeline.contracts.validate import (
     table_results,
 )
 from icp_pipeline.digests import code_digest
-from icp_pipeline.ingest.files import LOADED_AT, RAW_KEY
+from icp_pipeline.ingest.files import LINEAGE_COLUMNS, LOADED_AT, RAW_KEY, ROW_HASH
 from icp_pipeline.resolve.match import (
     ACCOUNT_COLUMNS,
     AccountIndex,
@@ -187,7 +187,7 @@ def inputs_fingerprints(
     """Digests of everything staging `contract.table` reads, and of all that but its raw rows;
     None when its raw table is absent.
 
-    Raw rows (every column, lineage included), the keys of the staged tables it references, the
+    Raw rows (by their lineage, see `_raw_identity`), the keys of the staged tables it references, the
     accounts a feed is matched against, the contract, the configuration and the staging code. The
     as-of date and the clock are not in it: the one rule that reads the clock (`not_future`) and
     freshness are handled where the fingerprint is used. The second digest (the context) says
@@ -209,8 +209,18 @@ def inputs_fingerprints(
     if table in FEED_TABLES and table_exists(con, STAGING, "accounts"):
         parts["accounts"] = _content(con, f"{STAGING}.accounts", list(ACCOUNT_COLUMNS))
     context = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-    parts["raw"] = _content(con, f'{RAW}."{table}"', table_columns(con, RAW, table))
+    parts["raw"] = _content(con, f'{RAW}."{table}"', _raw_identity(con, table))
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), context
+
+
+def _raw_identity(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """The raw columns that fix a raw row: its lineage, whose `_row_hash` ingest computed over
+    every delivered column (malformed lines included). Raw is written by ingest only (changed
+    rows are found by their load stamp too), so hashing these says what hashing every column says,
+    in a fifth of the time (0.3 s against 1.3-1.7 s for the nine raw tables at 1M). A raw table
+    without `_row_hash` is fingerprinted by every column."""
+    columns = table_columns(con, RAW, table)
+    return [c for c in columns if c in LINEAGE_COLUMNS] if ROW_HASH in columns else columns
 
 
 def _clock_still_valid(
