@@ -33,7 +33,15 @@ from icp_pipeline.frames import isin, joined_per_group
 from icp_pipeline.ingest import files
 from icp_pipeline.ingest.file_drop import aligned_batches
 from icp_pipeline.ingest.files import row_hash
-from icp_pipeline.profile.traits import ACCOUNT_ROW, TECHNOLOGY, TraitInputs, latest_observation
+from icp_pipeline.profile.traits import (
+    ACCOUNT_ROW,
+    TECHNOLOGY,
+    ObservationOrder,
+    TechnologyItems,
+    TraitInputs,
+    _last_per_group,
+    latest_observation,
+)
 from icp_pipeline.resolve import match
 from icp_pipeline.resolve.match import build_account_index, match_feed
 from icp_pipeline.resolve.normalize import normalize_domain
@@ -673,3 +681,41 @@ def test_grouped_order_is_lexsorts_order_ties_included(span: int) -> None:
     negative = rank - 1  # a rank below zero: the lexsort path
     np.testing.assert_array_equal(grouped_order(account, negative), np.lexsort((negative, account)))
     assert len(grouped_order(account[:0], rank[:0])) == 0
+
+
+def test_latest_observation_per_account_from_the_order_sorted_once_equals_a_sort_per_date() -> None:
+    rng = np.random.default_rng(11)
+    rows, accounts = 3000, 400
+    account = rng.integers(0, accounts, rows)
+    days = rng.integers(0, 60, rows)  # many same-day observations: ties go to the row delivered last
+    observed_at = pd.Series(
+        pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(days, unit="D"), dtype="datetime64[us, UTC]"
+    )
+    observed_at[rng.random(rows) < 0.05] = pd.NaT
+    order = ObservationOrder.of(account, observed_at)
+    for as_of in (dt.date(2025, 12, 31), dt.date(2026, 1, 10), dt.date(2026, 2, 1), dt.date(2026, 6, 1)):
+        end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
+        known = np.flatnonzero((observed_at < end).to_numpy())
+        expected = _last_per_group(account[known], observed_at.array.asi8[known], known, accounts + 5)
+        latest = order.latest_before(end, accounts + 5)
+        np.testing.assert_array_equal(latest, expected)
+    assert (latest >= 0).sum() > 300 and (expected == -1).sum() >= 5
+
+
+def test_technology_pairs_grouped_by_account_equal_the_pairs_sorted_per_date() -> None:
+    rng = np.random.default_rng(12)
+    stacks = pd.Series(
+        [";".join(rng.choice(list("ABCDEFG"), rng.integers(0, 4))) for _ in range(500)], dtype="str"
+    )
+    account_of_row = rng.integers(0, 120, 500)
+    items = TechnologyItems.split(stacks)
+    grouped = items.grouped_by(account_of_row)
+    assert not np.array_equal(grouped.row, items.row)  # the grouping reordered the pairs
+    owner_of_row = np.full(500, -1, dtype=np.int64)
+    observed = rng.choice(500, 100, replace=False)  # one observed row for each of 100 owners...
+    owner_of_row[observed] = np.argsort(np.argsort(account_of_row[observed], kind="stable"), kind="stable")
+    ids = pa.array([f"a{i}" for i in range(100)], pa.large_string())
+    pd.testing.assert_frame_equal(grouped.pairs(owner_of_row, ids), items.pairs(owner_of_row, ids))
+    shuffled = owner_of_row.copy()
+    shuffled[observed] = rng.permutation(100)  # ...or owners in any order: the sorting path
+    pd.testing.assert_frame_equal(grouped.pairs(shuffled, ids), items.pairs(shuffled, ids))

@@ -181,9 +181,10 @@ def _categorical_of_categories(values: pd.Series) -> pd.Series:
 class TechnologyItems:
     """Every firmographic row's technologies, split once: pairs (feed row, technology code).
 
-    Pairs are in feed row order, then in the order the stack names them; empty items and repeats
-    within a stack are dropped. Each as-of date then picks the pairs of the rows it observes with
-    integer takes, instead of splitting a million stacks again per date.
+    Pairs are in feed row order (or grouped by the rows' accounts, `grouped_by`), then in the order
+    the stack names them; empty items and repeats within a stack are dropped. Each as-of date then
+    picks the pairs of the rows it observes with integer takes, instead of splitting a million
+    stacks again per date.
     """
 
     row: np.ndarray
@@ -218,13 +219,24 @@ class TechnologyItems:
         kept &= ~repeat
         return cls(row[kept], code[kept], values)
 
+    def grouped_by(self, group_of_row: np.ndarray) -> TechnologyItems:
+        """The pairs ordered by their row's group (stable: rows, then stack order, within one).
+
+        Grouped by the rows' accounts, the pairs of any one observed row per account come in
+        account order already, so `pairs` needs no sort per as-of date (0.4 s each at 1M).
+        """
+        order = np.argsort(group_of_row[self.row], kind="stable")
+        return TechnologyItems(self.row[order], self.code[order], self.values)
+
     def pairs(self, owner_of_row: np.ndarray, owner_ids: pa.Array) -> pd.DataFrame:
         """(account_id, technology, account_row) for the rows with an owner (`owner_of_row` >= 0:
         the owner's position in `owner_ids`), in owner order, then in stack order."""
         owner = owner_of_row[self.row]
         taken = np.flatnonzero(owner >= 0)
-        taken = taken[np.argsort(owner[taken], kind="stable")]
         account_row = owner[taken]
+        if (np.diff(account_row) < 0).any():
+            order = np.argsort(account_row, kind="stable")
+            taken, account_row = taken[order], account_row[order]
         return pd.DataFrame(
             {
                 "account_id": pd.Series(pd.array(owner_ids.take(account_row), dtype="str"), copy=False),
@@ -244,6 +256,37 @@ def _no_technologies() -> pd.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class ObservationOrder:
+    """Feed rows with an observation time, ordered by account, then time, then delivery.
+
+    Each account's rows observed before a date are then a prefix of its run, so its latest one is
+    where the run's prefix ends: a linear pass per as-of date instead of a sort (0.3 s each at 1M).
+    """
+
+    rows: np.ndarray  # feed row positions, in that order
+    account: np.ndarray  # their account positions
+    time: np.ndarray  # their observation times (int64, in `unit`)
+    unit: str
+
+    @classmethod
+    def of(cls, account: np.ndarray, observed_at: pd.Series) -> ObservationOrder:
+        timed = np.flatnonzero(observed_at.notna().to_numpy())
+        time = observed_at.array.asi8[timed]
+        order = np.lexsort((time, account[timed]))  # stable: ties keep delivery order
+        return cls(timed[order], account[timed][order], time[order], observed_at.dt.unit)
+
+    def latest_before(self, end: pd.Timestamp, groups: int) -> np.ndarray:
+        """Per account position (0..groups-1): its row observed last before `end` (ties: the row
+        delivered last), or -1; what `_last_per_group` of the rows before `end` gives."""
+        latest = np.full(groups, -1, dtype=np.int64)
+        before = np.flatnonzero(self.time < np.datetime64(end.tz_convert(None), self.unit).astype(np.int64))
+        account = self.account[before]
+        last = np.append(account[1:] != account[:-1], True) if len(account) else np.array([], dtype=bool)
+        latest[account[last]] = self.rows[before[last]]
+        return latest
+
+
 @dataclass
 class TraitInputs:
     """The staged frames traits are made of, prepared once for traits at several as-of dates.
@@ -258,6 +301,7 @@ class TraitInputs:
     custom_columns: tuple[str, ...]
     firmographics: pd.DataFrame | None = None
     firmographic_account: np.ndarray | None = None
+    observation_order: ObservationOrder | None = None
     funding: pd.DataFrame | None = None
     funding_account: np.ndarray | None = None
     funding_stage: np.ndarray | None = None
@@ -291,9 +335,11 @@ class TraitInputs:
                 account = positions(feed["account_id"], own["account_id"])
                 kept = account >= 0  # rows of accounts outside the CRM never reach an account's traits
                 observations = feed[kept].drop(columns="account_id").reset_index(drop=True)
-                inputs.technologies = TechnologyItems.split(observations.pop("tech_stack"))
+                items = TechnologyItems.split(observations.pop("tech_stack"))
+                inputs.technologies = items.grouped_by(account[kept])
                 inputs.firmographics = observations
                 inputs.firmographic_account = account[kept]
+                inputs.observation_order = ObservationOrder.of(account[kept], observations["observed_at"])
             if placed is not None:
                 placed.result()
         return inputs
@@ -325,13 +371,9 @@ class TraitInputs:
         ids = pa.array(current.index.astype("str").array, type=pa.large_string())
         ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
         technologies = _no_technologies()
-        if self.firmographics is not None and self.firmographic_account is not None:
-            feed, account = self.firmographics, self.firmographic_account
-            known = np.flatnonzero((feed["observed_at"] < end).to_numpy())
-            latest = _last_per_group(
-                account[known], feed["observed_at"].array.asi8[known], known, len(self.accounts)
-            )
-            observed_rows = latest[current_rows]
+        if self.firmographics is not None and self.observation_order is not None:
+            feed = self.firmographics
+            observed_rows = self.observation_order.latest_before(end, len(self.accounts))[current_rows]
             observed = _rows_or_missing(feed, observed_rows, current.index)
             industry = industry.fillna(observed["industry"])
             employees = employees.fillna(observed["employee_count"].astype("Float64"))
