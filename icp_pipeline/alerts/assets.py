@@ -18,7 +18,7 @@ from icp_pipeline.resources import IcpSettings, partition_date
 from icp_pipeline.runner import WAREHOUSE_WRITER
 from icp_pipeline.scoring.assets import SCORES
 from icp_pipeline.triggers.assets import TRIGGER_EVENTS
-from icp_pipeline.warehouse import connect, read_table, replace_table, to_frame
+from icp_pipeline.warehouse import connect, read_table, replace_table, table_exists, to_frame
 
 ALERTS = dg.AssetKey(["icp", "alerts"])
 NOT_DUPLICATED = "alerts_are_never_duplicated"
@@ -36,6 +36,18 @@ def build_channels(config: IcpConfig, outbox_dir: Path, log: Any) -> dict[str, C
         except ValueError as exc:
             log.warning(f"alert channel skipped: {exc}")
     return channels
+
+
+def _accounts_of(
+    con: duckdb.DuckDBPyConnection, columns: list[str], ids: str, params: list[object] | None = None
+) -> pd.DataFrame | None:
+    """Some columns of the staged accounts whose id the `ids` query gives; None without accounts."""
+    if not table_exists(con, STAGING, "accounts"):
+        return None
+    selected = ", ".join(f'"{column}"' for column in columns)
+    return to_frame(
+        con.sql(f"select {selected} from {STAGING}.accounts where account_id in ({ids})", params=params)
+    )
 
 
 def _contexts(
@@ -106,7 +118,13 @@ def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
                 params=[as_of],
             )
         )
-        accounts = read_table(con, STAGING, "accounts", columns=["account_id", "owner_id"])
+        # Only the accounts of the window's events are routed: not a million owners.
+        accounts = _accounts_of(
+            con,
+            ["account_id", "owner_id"],
+            "select account_id from icp.trigger_events where occurred_at >= ? and occurred_at < ?",
+            [since, until],
+        )
         owners = read_table(con, STAGING, "owners")
         ledger = read_table(con, "icp", "alerts")
     ledger = empty_ledger() if ledger is None else ledger[LEDGER_COLUMNS]
@@ -183,7 +201,9 @@ def deliver_pending(warehouse: Path, config: IcpConfig, log: Any) -> dict[str, i
                 "and account_id in (select account_id from icp.alerts where status = 'pending')"
             )
         )
-        accounts = read_table(con, STAGING, "accounts", columns=["account_id", "name"])
+        accounts = _accounts_of(
+            con, ["account_id", "name"], "select account_id from icp.alerts where status = 'pending'"
+        )
         owners = read_table(con, STAGING, "owners")
     assert accounts is not None
     contexts = _contexts(ledger[LEDGER_COLUMNS], events, scores, accounts, owners)
