@@ -291,16 +291,15 @@ class ObservationOrder:
 class TraitInputs:
     """The staged frames traits are made of, prepared once for traits at several as-of dates.
 
-    Feed rows keep only the columns traits read and carry the position of their account among
-    the accounts, so each as-of date's latest observation and most advanced funding round are
-    found with integer sorts and takes instead of text joins (validation and drift build traits
-    at four dates a night).
+    Feed rows keep only the columns traits read and are placed on their account's position among
+    the accounts, so each as-of date's latest observation (a pass over rows ordered once, see
+    `ObservationOrder`) and most advanced funding round are found with integer work instead of
+    text joins (validation and drift build traits at four dates a night).
     """
 
     accounts: pd.DataFrame
     custom_columns: tuple[str, ...]
     firmographics: pd.DataFrame | None = None
-    firmographic_account: np.ndarray | None = None
     observation_order: ObservationOrder | None = None
     funding: pd.DataFrame | None = None
     funding_account: np.ndarray | None = None
@@ -338,7 +337,6 @@ class TraitInputs:
                 items = TechnologyItems.split(observations.pop("tech_stack"))
                 inputs.technologies = items.grouped_by(account[kept])
                 inputs.firmographics = observations
-                inputs.firmographic_account = account[kept]
                 inputs.observation_order = ObservationOrder.of(account[kept], observations["observed_at"])
             if placed is not None:
                 placed.result()
