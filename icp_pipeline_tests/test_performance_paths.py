@@ -382,6 +382,10 @@ def test_matching_staged_domains_equals_normalising_them_again() -> None:
         ["1.5", "1e3", "-.5e-3", "inf", "NaN", "123456789012345678901234567890", "0.1234567890123456789"],
         ["1", "lots", "2"],
         ["0x10", "1_000", "1,5", "1d3", "--1", "TRUE"],
+        # Some value with a fraction: one float parse, no integer casts.
+        ["1.5", "2", None, "-0.25", "+3", "1e400", "9007199254740993"],
+        ["7.0", "8.00", "-0"],  # decimals that are whole: the casts in turn
+        ["0.5", "0xe"],  # a text the float parse refuses
         [None, None],
         [],
     ],

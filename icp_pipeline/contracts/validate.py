@@ -207,6 +207,9 @@ def _to_number(text: pd.Series) -> pd.Series:
     """
     arrow = arrow_text(text)
     if arrow is not None:
+        fractional = _with_a_fraction(arrow)
+        if fractional is not None:
+            return pd.Series(fractional.to_numpy(zero_copy_only=False), index=text.index, name=text.name)
         for target in (pa.int64(), pa.uint64(), pa.float64()):
             try:
                 parsed = pc.cast(arrow, target)
@@ -219,6 +222,21 @@ def _to_number(text: pd.Series) -> pd.Series:
                 values = values.astype(np.float64)
             return pd.Series(values, index=text.index, name=text.name)
     return pd.to_numeric(text, errors="coerce")
+
+
+def _with_a_fraction(arrow: pa.Array) -> pa.Array | None:
+    """The values as float64 when all parse and some finite one is not whole, else None.
+
+    Such text is no integer literal (it has a point or a negative exponent), so the int64 and
+    uint64 casts would fail, and a failing cast costs arrow 0.8 s on 1.5M amounts against 0.03 s
+    for the float parse; `_to_number` then returns the float64 values, as this does.
+    """
+    try:
+        parsed = pc.cast(arrow, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    fraction = pc.and_(pc.is_finite(parsed), pc.not_equal(pc.floor(parsed), parsed))
+    return parsed if pc.any(fraction).as_py() else None
 
 
 def _parse(text: pd.Series, spec: ColumnSpec) -> pd.Series:
