@@ -25,7 +25,7 @@ import pytest
 from scipy import sparse, special
 
 from icp_pipeline.alerts.channels import AlertMessage, OutboxChannel
-from icp_pipeline.config import contracts_dir, load_config
+from icp_pipeline.config import HiringSurgeTrigger, TriggerConfig, contracts_dir, load_config
 from icp_pipeline.contracts import staging, validate
 from icp_pipeline.contracts.spec import load_contracts
 from icp_pipeline.drift.metrics import js_distance, psi
@@ -49,6 +49,7 @@ from icp_pipeline.scoring import model
 from icp_pipeline.scoring.assets import top_accounts
 from icp_pipeline.scoring.model import deal_counts, fit_logistic
 from icp_pipeline.scoring.score import grouped_order
+from icp_pipeline.triggers import detect
 from icp_pipeline.warehouse import replace_slice, replace_table, to_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -723,3 +724,128 @@ def test_technology_pairs_grouped_by_account_equal_the_pairs_sorted_per_date() -
     shuffled = owner_of_row.copy()
     shuffled[observed] = rng.permutation(100)  # ...or owners in any order: the sorting path
     pd.testing.assert_frame_equal(grouped.pairs(shuffled, ids), items.pairs(shuffled, ids))
+
+
+# --------------------------------------------------------------------------- triggers
+
+
+def _firmographics_with_ties(rng: np.random.Generator, rows: int) -> pd.DataFrame:
+    """Observations of a few accounts (some unmatched), many at equal times, in shuffled order."""
+    days = rng.integers(0, 40, rows)
+    observed = pd.Series(pd.Timestamp("2026-09-01", tz="UTC") + pd.to_timedelta(days, unit="D"))
+    observed[rng.random(rows) < 0.05] = pd.NaT
+    account = pd.Series(rng.choice([f"A{i:03d}" for i in range(60)], rows), dtype="str")
+    account[rng.random(rows) < 0.1] = None
+    return pd.DataFrame(
+        {
+            "account_id": account,
+            "observed_at": observed.astype("datetime64[us, UTC]"),
+            "employee_count": pd.array(rng.integers(10, 500, rows), dtype="Int64"),
+            "tech_stack": pd.Series([f"t{i % 7};t{i % 3}" for i in range(rows)], dtype="str"),
+            "_raw_key": pd.Series([f"r{i}" for i in range(rows)], dtype="str"),
+            "company_name": pd.Series(["x"] * rows, dtype="str"),
+        },
+        index=pd.RangeIndex(rows) * 3 + 7,  # labels unlike positions
+    )
+
+
+def _latest_observations_by_sorted_codes(firmographics: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
+    """The former formula: a sorted factorization and a lexsort over a copy of every known row."""
+    end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
+    known = firmographics.loc[
+        firmographics["account_id"].notna() & (firmographics["observed_at"] < end),
+        list(detect.OBSERVATION_COLUMNS),
+    ]
+    codes, _ = pd.factorize(known["account_id"], sort=True)
+    ordered = np.lexsort((known["observed_at"].array.asi8, codes))
+    ordered_codes = codes[ordered]
+    last = np.flatnonzero(np.append(ordered_codes[1:] != ordered_codes[:-1], True))
+    has_previous = (last > 0) & (ordered_codes[np.maximum(last - 1, 0)] == ordered_codes[last])
+    latest = known.iloc[ordered[last]]
+    before = known.iloc[ordered[np.maximum(last - 1, 0)]]
+    mask = pd.Series(has_previous, index=latest.index)
+    return latest.assign(
+        previous_employees=before["employee_count"].set_axis(latest.index).where(mask),
+        previous_stack=before["tech_stack"].set_axis(latest.index).where(mask),
+        previous_observed=before["observed_at"].set_axis(latest.index).where(mask),
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_latest_observations_on_hash_codes_equal_the_sorted_formula_ties_included(seed: int) -> None:
+    firmographics = _firmographics_with_ties(np.random.default_rng(seed), 900)
+    for as_of in (dt.date(2026, 9, 10), dt.date(2026, 10, 15)):
+        expected = _latest_observations_by_sorted_codes(firmographics, as_of)
+        found = detect.latest_observations(firmographics, as_of)
+        pd.testing.assert_frame_equal(found, expected)
+        compared = detect.latest_observations(firmographics, as_of, compared_within_days=10)
+        window = detect._window(expected["observed_at"], as_of, 10) & expected["previous_observed"].notna()
+        assert 0 < len(compared) < len(expected)
+        pd.testing.assert_frame_equal(compared, expected[window])
+    assert detect.latest_observations(firmographics, dt.date(2020, 1, 1)).empty
+
+
+def _hiring_surges_by_grouping_text(
+    postings: pd.DataFrame, as_of: dt.date, rule: HiringSurgeTrigger
+) -> pd.DataFrame:
+    """The former formula: every window row grouped by account id (no departments configured)."""
+    known = postings["account_id"].notna().to_numpy(dtype=bool)
+    posted = postings["posted_at"]
+    recent_mask = known & detect._window(posted, as_of, rule.recent_days - 1).to_numpy(dtype=bool)
+    recent_start = pd.Timestamp(as_of, tz="UTC") - pd.Timedelta(days=rule.recent_days - 1)
+    baseline_mask = known & (
+        (posted < recent_start) & (posted >= recent_start - pd.Timedelta(days=rule.baseline_days))
+    ).to_numpy(dtype=bool)
+    recent = (
+        postings.loc[recent_mask, ["account_id", "posting_id", "posted_at"]]
+        .groupby("account_id")
+        .agg(
+            recent=("posting_id", "size"),
+            first_posting=("posting_id", "min"),
+            occurred_at=("posted_at", "max"),
+        )
+    )
+    baseline = postings.loc[baseline_mask, ["account_id"]].groupby("account_id").size().rename("baseline")
+    table = recent.join(baseline).fillna({"baseline": 0})
+    table["monthly_baseline"] = table["baseline"] / (rule.baseline_days / 30)
+    surge = table[
+        (table["recent"] >= rule.min_postings)
+        & (table["recent"] >= rule.min_ratio * table["monthly_baseline"])
+    ]
+    return surge.reset_index()[["account_id", "recent", "first_posting", "occurred_at", "monthly_baseline"]]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hiring_surges_counted_on_hash_codes_equal_grouping_every_window_row(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows = 6000
+    account = pd.Series(rng.choice([f"A{i:03d}" for i in range(120)], rows), dtype="str")
+    account[rng.random(rows) < 0.05] = None
+    # Recent postings are frequent for a third of the accounts: some surge, some only reach the count.
+    days = np.where(
+        account.str[-1:].isin(["0", "3", "7"]), rng.integers(0, 60, rows), rng.integers(0, 240, rows)
+    )
+    postings = pd.DataFrame(
+        {
+            "account_id": account,
+            "posting_id": pd.Series([f"P{n:05d}" for n in rng.permutation(rows)], dtype="str"),
+            "posted_at": (pd.Timestamp("2026-11-01", tz="UTC") - pd.to_timedelta(days, unit="D")).astype(
+                "datetime64[us, UTC]"
+            ),
+            "department": pd.Series(rng.choice(["Sales", "Engineering"], rows), dtype="str"),
+        }
+    )
+    rule = HiringSurgeTrigger(min_postings=4, min_ratio=1.5)
+    config = TriggerConfig(hiring_surge=rule)
+    as_of = dt.date(2026, 11, 1)
+    expected = _hiring_surges_by_grouping_text(postings, as_of, rule)
+    events = detect.hiring_surge_events(postings, as_of, config)
+    assert 0 < len(events) < expected["account_id"].nunique() + 1
+    assert events["account_id"].tolist() == expected["account_id"].tolist()
+    assert events["source_key"].tolist() == expected["first_posting"].tolist()
+    assert events["occurred_at"].tolist() == expected["occurred_at"].tolist()
+    evidence = [json.loads(text) for text in events["evidence"]]
+    assert [e["recent_postings"] for e in evidence] == expected["recent"].tolist()
+    assert [e["monthly_baseline"] for e in evidence] == [
+        round(float(b), 2) for b in expected["monthly_baseline"]
+    ]

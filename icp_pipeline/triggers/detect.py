@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from icp_pipeline.config import TriggerConfig
-from icp_pipeline.frames import isin
+from icp_pipeline.frames import isin, positions
 
 EVENT_COLUMNS = [
     "event_id",
@@ -68,6 +68,8 @@ def _window(values: pd.Series, as_of: dt.date, days: int) -> pd.Series:
     return (values < end) & (values >= end - pd.Timedelta(days=days + 1))
 
 
+# `json.dumps(item, default=str, sort_keys=True)` without building an encoder per event.
+_EVIDENCE_JSON = json.JSONEncoder(default=str, sort_keys=True)
 # The evidence of the events at some positions of a detector's hit rows, built only for those:
 # a night's window holds every event of the last months, and nearly all are in the ledger already.
 EvidenceOf = Callable[[np.ndarray], Iterable[dict[str, object]]]
@@ -94,7 +96,7 @@ def _events(
             "trigger_type": trigger_type,
             "occurred_at": frame["occurred_at"].to_numpy()[positions],
             "strength": frame["strength"].astype(float).round(3).to_numpy()[positions],
-            "evidence": [json.dumps(item, default=str, sort_keys=True) for item in evidence(positions)],
+            "evidence": [_EVIDENCE_JSON.encode(item) for item in evidence(positions)],
             "source_table": source_table,
             "source_key": source_keys.to_numpy()[positions],
         }
@@ -155,9 +157,17 @@ def hiring_surge_events(
     baseline_mask = known & (
         (posted < recent_start) & (posted >= recent_start - pd.Timedelta(days=rule.baseline_days))
     ).to_numpy(dtype=bool)
-    columns = ["account_id", "posting_id", "posted_at"]
-    recent = (
-        postings.loc[recent_mask, columns]
+    # Counts per account on hash codes first; the per-account aggregates (first posting, last
+    # time) only for the rows of surging accounts: 1.1 s to 0.5 s of grouping by text at 1M.
+    account = postings["account_id"]
+    recent_rows = np.flatnonzero(recent_mask)
+    codes, uniques = pd.factorize(account.iloc[recent_rows])
+    recent = np.bincount(codes, minlength=len(uniques))
+    found = positions(account[baseline_mask], pd.Index(uniques))
+    monthly_baseline = np.bincount(found[found >= 0], minlength=len(uniques)) / (rule.baseline_days / 30)
+    surging = (recent >= rule.min_postings) & (recent >= rule.min_ratio * monthly_baseline)
+    surge = (
+        postings.iloc[recent_rows[surging[codes]]][["account_id", "posting_id", "posted_at"]]
         .groupby("account_id")
         .agg(
             recent=("posting_id", "size"),
@@ -165,14 +175,7 @@ def hiring_surge_events(
             occurred_at=("posted_at", "max"),
         )
     )
-    months = rule.baseline_days / 30
-    baseline = postings.loc[baseline_mask, ["account_id"]].groupby("account_id").size().rename("baseline")
-    table = recent.join(baseline).fillna({"baseline": 0})
-    table["monthly_baseline"] = table["baseline"] / months
-    surge = table[
-        (table["recent"] >= rule.min_postings)
-        & (table["recent"] >= rule.min_ratio * table["monthly_baseline"])
-    ]
+    surge["monthly_baseline"] = monthly_baseline[positions(surge.index, pd.Index(uniques))]
     surge = surge.reset_index()
     ratio = surge["recent"] / surge["monthly_baseline"].clip(lower=0.5)
     frame = surge.assign(
@@ -271,28 +274,33 @@ def latest_observations(
     """Each account's latest observation made by the as-of date, with its previous one's values.
 
     Ordered by account id; an account's observations are ordered by time, ties in the order
-    delivered. A numpy lexsort on integer codes over the five columns the detectors read, not a
-    sort and group-shift of the whole feed (shared by the headcount and tech detectors).
+    delivered. Found on row positions (shared by the headcount and tech detectors): rows grouped
+    by a hash factorization of the account id, ordered by time within it by one lexsort, and only
+    the picked rows copied and sorted by id, not a sorted factorization and a copy of the whole feed.
     `compared_within_days`: only the accounts whose latest observation falls in that window and
     has a previous one, the only rows the detectors compare; the others are never copied.
     """
     end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
-    known = firmographics.loc[
-        firmographics["account_id"].notna() & (firmographics["observed_at"] < end), list(OBSERVATION_COLUMNS)
-    ]
-    codes, _ = pd.factorize(known["account_id"], sort=True)
-    ordered = np.lexsort((known["observed_at"].array.asi8, codes))
-    ordered_codes = codes[ordered]
+    account, observed = firmographics["account_id"], firmographics["observed_at"]
+    rows = np.flatnonzero((account.notna() & (observed < end)).to_numpy(dtype=bool))
+    codes, _ = pd.factorize(account.iloc[rows])
+    order = np.lexsort((observed.array.asi8[rows], codes))
+    ordered, ordered_codes = rows[order], codes[order]
     last = (
         np.flatnonzero(np.append(ordered_codes[1:] != ordered_codes[:-1], True)) if len(ordered) else ordered
     )
     has_previous = (last > 0) & (ordered_codes[np.maximum(last - 1, 0)] == ordered_codes[last])
     if compared_within_days is not None:
-        observed = known["observed_at"].iloc[ordered[last]]
-        wanted = has_previous & _window(observed, as_of, compared_within_days).to_numpy(dtype=bool)
+        wanted = has_previous & _window(observed.iloc[ordered[last]], as_of, compared_within_days).to_numpy(
+            dtype=bool
+        )
         last, has_previous = last[wanted], has_previous[wanted]
-    latest = known.iloc[ordered[last]]
-    before = known.iloc[ordered[np.maximum(last - 1, 0)]] if len(last) else known.iloc[:0]
+    by_id = np.asarray(account.iloc[ordered[last]].argsort(kind="stable"), dtype=np.int64)
+    last, has_previous = last[by_id], has_previous[by_id]
+    columns = list(OBSERVATION_COLUMNS)
+    feed = firmographics[columns]
+    latest = feed.iloc[ordered[last]]
+    before = feed.iloc[ordered[np.maximum(last - 1, 0)]] if len(last) else latest.iloc[:0]
     mask = pd.Series(has_previous, index=latest.index)
     return latest.assign(
         previous_employees=before["employee_count"].set_axis(latest.index).where(mask),
