@@ -25,7 +25,13 @@ import pytest
 from scipy import sparse, special
 
 from icp_pipeline.alerts.channels import AlertMessage, OutboxChannel
-from icp_pipeline.config import HiringSurgeTrigger, TriggerConfig, contracts_dir, load_config
+from icp_pipeline.config import (
+    HiringSurgeTrigger,
+    ObservationTrigger,
+    TriggerConfig,
+    contracts_dir,
+    load_config,
+)
 from icp_pipeline.contracts import staging, validate
 from icp_pipeline.contracts.spec import load_contracts
 from icp_pipeline.drift.metrics import js_distance, psi
@@ -849,3 +855,53 @@ def test_hiring_surges_counted_on_hash_codes_equal_grouping_every_window_row(see
     assert [e["monthly_baseline"] for e in evidence] == [
         round(float(b), 2) for b in expected["monthly_baseline"]
     ]
+
+
+@pytest.mark.parametrize("watch", [(), ("Snowflake", "dbt", "Looker")])
+def test_tech_change_evidence_equals_set_differences_of_each_accounts_two_stacks(
+    watch: tuple[str, ...],
+) -> None:
+    rng = np.random.default_rng(5)
+    tools = ["Snowflake", "dbt", "Looker", "Tableau", " HubSpot ", "Salesforce", ""]
+    accounts = [f"A{i:03d}" for i in range(300)]
+
+    def stack() -> str | None:
+        if rng.random() < 0.08:
+            return None
+        return ";".join(rng.choice(tools, rng.integers(0, 5)))
+
+    firmographics = pd.DataFrame(
+        {
+            "account_id": pd.Series(accounts * 2, dtype="str"),
+            "observed_at": pd.Series(
+                [pd.Timestamp("2026-06-01", tz="UTC")] * 300 + [pd.Timestamp("2026-10-20", tz="UTC")] * 300
+            ).astype("datetime64[us, UTC]"),
+            "employee_count": pd.array([100] * 600, dtype="Int64"),
+            "tech_stack": pd.Series([stack() for _ in range(600)], dtype="str"),
+            "_raw_key": pd.Series([f"r{i}" for i in range(600)], dtype="str"),
+        }
+    )
+    config = TriggerConfig(tech_change=ObservationTrigger(window_days=30, watch=watch))
+
+    def items(text: object) -> set[str]:
+        names = {part.strip() for part in str(text).split(";")} if isinstance(text, str) else set()
+        return {name for name in names if name and (not watch or name in watch)}
+
+    expected = {}
+    for account in accounts:
+        rows = firmographics[firmographics["account_id"] == account]["tech_stack"].tolist()
+        before, now = items(rows[0]), items(rows[1])
+        if now != before:
+            expected[account] = {"added": sorted(now - before), "dropped": sorted(before - now)}
+    as_of = dt.date(2026, 11, 1)
+    events = detect.tech_change_events(firmographics, as_of, config)
+    found = {a: json.loads(e) for a, e in zip(events["account_id"], events["evidence"], strict=True)}
+    assert 0 < len(found) < len(accounts)
+    assert found == expected
+    # Events already in the ledger are left out; the rest keep their evidence.
+    known = pd.Index(events["event_id"].iloc[::3], dtype="str")
+    rest = detect.tech_change_events(firmographics, as_of, config, seen=known)
+    assert len(rest) == len(events) - len(known)
+    assert {a: json.loads(e) for a, e in zip(rest["account_id"], rest["evidence"], strict=True)} == {
+        a: found[a] for a in rest["account_id"]
+    }

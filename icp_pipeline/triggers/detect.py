@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -94,7 +95,7 @@ def _events(
             "event_id": ids[positions],
             "account_id": account_ids.to_numpy()[positions],
             "trigger_type": trigger_type,
-            "occurred_at": frame["occurred_at"].to_numpy()[positions],
+            "occurred_at": frame["occurred_at"].array.take(positions),  # no Timestamp objects
             "strength": frame["strength"].astype(float).round(3).to_numpy()[positions],
             "evidence": [_EVIDENCE_JSON.encode(item) for item in evidence(positions)],
             "source_table": source_table,
@@ -354,13 +355,39 @@ def _stack_items(values: pd.Series) -> tuple[np.ndarray, pa.Array]:
     return rows[present], items.filter(pa.array(present))
 
 
-def _stack_changes(
-    now: pd.Series, before: pd.Series, watch: frozenset[str]
-) -> tuple[list[list[str]], list[list[str]]]:
-    """Per row, the sorted technologies added and dropped between two stacks (watched ones only).
+@dataclass(frozen=True)
+class StackChanges:
+    """The technologies added to and dropped from each row's stack (watched ones only), as
+    (row, technology) pairs ordered by row, then name; a row's names are listed only on request."""
+
+    added_rows: np.ndarray
+    added: np.ndarray
+    dropped_rows: np.ndarray
+    dropped: np.ndarray
+    names: list[str]
+
+    def changed(self, rows: int) -> np.ndarray:
+        """Whether each of the `rows` rows gained or lost a technology."""
+        counts = np.bincount(self.added_rows, minlength=rows) + np.bincount(self.dropped_rows, minlength=rows)
+        return counts > 0
+
+    def of(self, row: int) -> tuple[list[str], list[str]]:
+        """(added, dropped) names of one row, each sorted."""
+        return self._names(self.added_rows, self.added, row), self._names(
+            self.dropped_rows, self.dropped, row
+        )
+
+    def _names(self, rows: np.ndarray, codes: np.ndarray, row: int) -> list[str]:
+        start, stop = np.searchsorted(rows, [row, row + 1])
+        return [self.names[code] for code in codes[start:stop].tolist()]
+
+
+def _stack_changes(now: pd.Series, before: pd.Series, watch: frozenset[str]) -> StackChanges:
+    """Per row, the technologies added and dropped between two stacks (watched ones only).
 
     Set differences as array operations: every (row, technology) pair gets an integer key, and
-    `np.isin` finds the keys one stack has and the other lacks.
+    `np.isin` finds the keys one stack has and the other lacks. No Python per pair: the names of
+    a row are looked up only for the events whose evidence is built (new ones).
     """
     now_rows, now_items = _stack_items(now)
     before_rows, before_items = _stack_items(before)
@@ -375,19 +402,17 @@ def _stack_changes(
     now_keys = now_rows.astype(np.int64) * size + codes[: len(now_rows)]
     before_keys = before_rows.astype(np.int64) * size + codes[len(now_rows) :]
 
-    def per_row(keys: np.ndarray, other: np.ndarray) -> list[list[str]]:
+    def per_row(keys: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = np.unique(keys[~np.isin(keys, other)])
         rows, tech = keys // size, keys % size
         if watched is not None:
             rows, tech = rows[watched[tech]], tech[watched[tech]]
         ordered = np.lexsort((rank[tech], rows))
-        rows, tech = rows[ordered], tech[ordered]
-        lists: list[list[str]] = [[] for _ in range(len(now))]
-        for row, code in zip(rows.tolist(), tech.tolist(), strict=True):
-            lists[row].append(unique_names[code])
-        return lists
+        return rows[ordered], tech[ordered]
 
-    return per_row(now_keys, before_keys), per_row(before_keys, now_keys)
+    added_rows, added = per_row(now_keys, before_keys)
+    dropped_rows, dropped = per_row(before_keys, now_keys)
+    return StackChanges(added_rows, added, dropped_rows, dropped, unique_names)
 
 
 def tech_change_events(
@@ -400,14 +425,15 @@ def tech_change_events(
     """Technologies added or dropped between observations (only watched ones when a watch list is set)."""
     rule = config.tech_change
     pairs = _observation_pairs(firmographics, as_of, rule.window_days, observations)
-    added, dropped = _stack_changes(pairs["tech_stack"], pairs["previous_stack"], frozenset(rule.watch))
-    changed = np.array([bool(a or d) for a, d in zip(added, dropped, strict=True)], dtype=bool)
-    hit = pairs[changed]
+    changes = _stack_changes(pairs["tech_stack"], pairs["previous_stack"], frozenset(rule.watch))
+    changed = np.flatnonzero(changes.changed(len(pairs)))
+    hit = pairs.iloc[changed]
     frame = hit.assign(occurred_at=hit["observed_at"], strength=0.5, source_key=hit["_raw_key"])
-    changes = [(a, d) for a, d, c in zip(added, dropped, changed, strict=True) if c]
 
     def evidence(at: np.ndarray) -> Iterable[dict[str, object]]:
-        return ({"added": changes[i][0], "dropped": changes[i][1]} for i in at.tolist())
+        for row in changed[at].tolist():
+            added, dropped = changes.of(row)
+            yield {"added": added, "dropped": dropped}
 
     return _events("tech_change", frame, "firmographics", evidence, seen)
 
