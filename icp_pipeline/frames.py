@@ -79,3 +79,17 @@ def joined_per_group(keys: pd.Series, text: pd.Series, separator: str) -> pd.Ser
     joined.index.name = keys.name
     joined.name = text.name
     return joined
+
+
+def grouped_order(account: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Positions ordered by account, then rank, ties in position order: `np.lexsort((rank, account))`.
+
+    When both are non-negative and the combined key fits in int64, one stable sort of
+    account * span + rank gives the same order: the entries come nearly ordered by account (matrix
+    rows), which that sort runs in a fifth of lexsort's time (0.28 s against 1.5 s for 9M entries).
+    """
+    if len(rank) and int(rank.min()) >= 0 and int(account.min()) >= 0:
+        span = int(rank.max()) + 1
+        if (int(account.max()) + 1) * span < 2**62:
+            return np.argsort(account.astype(np.int64) * span + rank.astype(np.int64), kind="stable")
+    return np.lexsort((rank, account))

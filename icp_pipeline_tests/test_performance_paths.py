@@ -35,13 +35,14 @@ from icp_pipeline.config import (
 from icp_pipeline.contracts import staging, validate
 from icp_pipeline.contracts.spec import load_contracts
 from icp_pipeline.drift.metrics import js_distance, psi
-from icp_pipeline.frames import isin, joined_per_group
+from icp_pipeline.frames import grouped_order, isin, joined_per_group
 from icp_pipeline.ingest import files
 from icp_pipeline.ingest.file_drop import aligned_batches
 from icp_pipeline.ingest.files import row_hash
 from icp_pipeline.profile.traits import (
     ACCOUNT_ROW,
     TECHNOLOGY,
+    AccountTraits,
     ObservationOrder,
     TechnologyItems,
     TraitInputs,
@@ -54,7 +55,6 @@ from icp_pipeline.resolve.normalize import normalize_domain
 from icp_pipeline.scoring import model
 from icp_pipeline.scoring.assets import top_accounts
 from icp_pipeline.scoring.model import deal_counts, fit_logistic
-from icp_pipeline.scoring.score import grouped_order
 from icp_pipeline.triggers import detect
 from icp_pipeline.warehouse import replace_slice, replace_table, to_frame
 
@@ -905,3 +905,68 @@ def test_tech_change_evidence_equals_set_differences_of_each_accounts_two_stacks
     assert {a: json.loads(e) for a, e in zip(rest["account_id"], rest["evidence"], strict=True)} == {
         a: found[a] for a in rest["account_id"]
     }
+
+
+# --------------------------------------------------------------------------- design matrix
+
+
+def _design_by_coordinates(traits: AccountTraits, min_tech_accounts: int = 1) -> sparse.csr_matrix:
+    """The former construction: coordinates of every one, converted by scipy (repeats summed)."""
+    frame, n = traits.accounts, len(traits.accounts)
+    rows, cols, offset = [], [], 0
+    for trait in [c for c in frame.columns if c != "account_id"]:
+        codes = frame[trait].astype("category")
+        rows.append(np.arange(n))
+        cols.append(codes.cat.codes.to_numpy().astype(np.int64) + offset)
+        offset += len(codes.cat.categories)
+    tech = traits.technologies[TECHNOLOGY].astype("category")
+    codes = tech.cat.codes.to_numpy().astype(np.int64)
+    values = [str(v) for v in tech.cat.categories]
+    counts = np.bincount(codes, minlength=len(values))
+    kept = sorted((v, c) for c, v in enumerate(values) if counts[c] >= max(min_tech_accounts, 1))
+    column_of_code = np.full(len(values), -1, dtype=np.int64)
+    column_of_code[[c for _, c in kept]] = np.arange(len(kept))
+    valid = column_of_code[codes] >= 0
+    rows.append(traits.technologies[ACCOUNT_ROW].to_numpy()[valid])
+    cols.append(column_of_code[codes][valid] + offset)
+    every, at = np.concatenate(rows), np.concatenate(cols)
+    return sparse.csr_matrix((np.ones(len(every)), (every, at)), shape=(n, offset + len(kept)))
+
+
+@pytest.mark.parametrize(("seed", "repeats"), [(0, False), (1, False), (2, True)])
+def test_design_built_in_place_equals_converting_coordinates(seed: int, repeats: bool) -> None:
+    rng = np.random.default_rng(seed)
+    n = 2000
+    accounts = pd.DataFrame(
+        {
+            "account_id": pd.Series([f"A{i:05d}" for i in range(n)], dtype="str"),
+            "industry": pd.Categorical(rng.choice(["b", "a", "c", "unknown"], n)),
+            "country": pd.Categorical(rng.choice(["US", "DE"], n)),
+        }
+    )
+    # Each account's technologies in stack order (not sorted by name); some accounts have none.
+    tools = ["Snowflake", "dbt", "Looker", "Tableau", "Rare"]
+    pairs = [
+        (row, tool)
+        for row in range(n)
+        for tool in rng.permutation(tools)[: rng.integers(0, 4)]
+        if tool != "Rare" or row % 500 == 0
+    ]
+    if repeats:
+        pairs += pairs[:50]  # the same (account, technology) twice: scipy sums them
+    technologies = pd.DataFrame(
+        {
+            "account_id": pd.Series([f"A{row:05d}" for row, _ in pairs], dtype="str"),
+            TECHNOLOGY: pd.Categorical([tool for _, tool in pairs]),
+            ACCOUNT_ROW: np.array([row for row, _ in pairs], dtype=np.int64),
+        }
+    )
+    traits = AccountTraits(accounts, technologies, {})
+    for min_tech_accounts in (1, 5):
+        expected = _design_by_coordinates(traits, min_tech_accounts)
+        found = model.build_design(traits, min_tech_accounts).matrix
+        assert found.shape == expected.shape and found.has_sorted_indices
+        assert np.array_equal(found.indptr, expected.indptr)
+        assert np.array_equal(found.indices, expected.indices)
+        assert np.array_equal(found.data, expected.data)
+        assert (found.data > 1).any() == repeats

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from icp_pipeline.frames import grouped_order
 from icp_pipeline.profile.derive import HARD_NO, IcpProfile, assign_tiers, disqualified_accounts, trait_label
 from icp_pipeline.profile.traits import AccountTraits
 from icp_pipeline.scoring.model import Design, account_scores, feature_points
@@ -98,20 +99,6 @@ def _hard_no_reasons(design: Design, hard: pd.DataFrame) -> np.ndarray:
     )
     reasons[held] = np.asarray(joined.to_pylist(), dtype=object)[held]
     return reasons
-
-
-def grouped_order(account: np.ndarray, rank: np.ndarray) -> np.ndarray:
-    """Positions ordered by account, then rank, ties in position order: `np.lexsort((rank, account))`.
-
-    When both are non-negative and the combined key fits in int64, one stable sort of
-    account * span + rank gives the same order: the entries come nearly ordered by account (matrix
-    rows), which that sort runs in a fifth of lexsort's time (0.28 s against 1.5 s for 9M entries).
-    """
-    if len(rank) and int(rank.min()) >= 0 and int(account.min()) >= 0:
-        span = int(rank.max()) + 1
-        if (int(account.max()) + 1) * span < 2**62:
-            return np.argsort(account.astype(np.int64) * span + rank.astype(np.int64), kind="stable")
-    return np.lexsort((rank, account))
 
 
 def _join_per_account(
