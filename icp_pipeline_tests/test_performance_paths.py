@@ -933,8 +933,10 @@ def _design_by_coordinates(traits: AccountTraits, min_tech_accounts: int = 1) ->
     return sparse.csr_matrix((np.ones(len(every)), (every, at)), shape=(n, offset + len(kept)))
 
 
-@pytest.mark.parametrize(("seed", "repeats"), [(0, False), (1, False), (2, True)])
-def test_design_built_in_place_equals_converting_coordinates(seed: int, repeats: bool) -> None:
+@pytest.mark.parametrize(
+    ("seed", "repeats", "missing"), [(0, False, False), (1, False, False), (2, True, False), (3, False, True)]
+)
+def test_design_built_in_place_equals_converting_coordinates(seed: int, repeats: bool, missing: bool) -> None:
     rng = np.random.default_rng(seed)
     n = 2000
     accounts = pd.DataFrame(
@@ -944,6 +946,8 @@ def test_design_built_in_place_equals_converting_coordinates(seed: int, repeats:
             "country": pd.Categorical(rng.choice(["US", "DE"], n)),
         }
     )
+    if missing:  # traits are never missing ("unknown" is a value); if one were, nothing changes
+        accounts.loc[::7, "country"] = None
     # Each account's technologies in stack order (not sorted by name); some accounts have none.
     tools = ["Snowflake", "dbt", "Looker", "Tableau", "Rare"]
     pairs = [
@@ -969,4 +973,4 @@ def test_design_built_in_place_equals_converting_coordinates(seed: int, repeats:
         assert np.array_equal(found.indptr, expected.indptr)
         assert np.array_equal(found.indices, expected.indices)
         assert np.array_equal(found.data, expected.data)
-        assert (found.data > 1).any() == repeats
+        assert (found.data > 1).any() == (repeats or missing)

@@ -66,11 +66,13 @@ def build_design(traits: AccountTraits, min_tech_accounts: int = 1) -> Design:
     ids = pd.Index(frame["account_id"].astype("str"))
     n = len(frame)
     trait_cols: list[np.ndarray] = []
+    starts: list[int] = []
     names: list[tuple[str, str, str]] = []
     for trait in [c for c in frame.columns if c != "account_id"]:
         codes = frame[trait].astype("category")
         categories = list(codes.cat.categories)
         trait_cols.append(codes.cat.codes.to_numpy().astype(np.int64) + len(names))
+        starts.append(len(names))
         names += [(trait, str(value), trait) for value in categories]
     tech = traits.technologies
     technology = tech[TECHNOLOGY].astype("category")
@@ -89,14 +91,20 @@ def build_design(traits: AccountTraits, min_tech_accounts: int = 1) -> Design:
         tech_rows, tech_cols = tech[ACCOUNT_ROW].to_numpy()[valid], cols[valid] + len(names)
         names += [(TECHNOLOGY, value, TECHNOLOGY) for value, _ in kept]
     features = pd.DataFrame(names, columns=["trait", "value", "group"])
-    return Design(_indicator_matrix(n, len(names), trait_cols, tech_rows, tech_cols), features, ids)
+    return Design(_indicator_matrix(n, len(names), trait_cols, starts, tech_rows, tech_cols), features, ids)
 
 
 def _indicator_matrix(
-    rows: int, columns: int, trait_cols: list[np.ndarray], tech_rows: np.ndarray, tech_cols: np.ndarray
+    rows: int,
+    columns: int,
+    trait_cols: list[np.ndarray],
+    starts: list[int],
+    tech_rows: np.ndarray,
+    tech_cols: np.ndarray,
 ) -> sparse.csr_matrix:
-    """The CSR matrix of ones at each row's trait columns (one per trait) and technology columns,
-    in canonical form (sorted, no repeats): what converting the coordinates gives, built in place.
+    """The CSR matrix of ones at each row's trait columns (one per trait, `starts` its first) and
+    technology columns, in canonical form (sorted, no repeats): what converting the coordinates
+    gives, built in place.
 
     The coordinates and scipy's conversion allocated about 600 MB a design at 1M accounts, and
     fresh memory is what costs here (1.2 s a design in a nightly run, 0.3 s in a warm process).
@@ -106,8 +114,11 @@ def _indicator_matrix(
     order = grouped_order(tech_rows, tech_cols)
     tech_rows, tech_cols = tech_rows[order], tech_cols[order]
     repeated = (np.diff(tech_rows) == 0) & (np.diff(tech_cols) == 0)
-    if repeated.any() or (len(tech_rows) and (tech_rows.min() < 0 or tech_rows.max() >= rows)):
-        # Not a set of (row, column) indicators: let scipy sum repeats (and refuse bad rows).
+    outside = len(tech_rows) and (tech_rows.min() < 0 or tech_rows.max() >= rows)
+    # A missing trait value (code -1) would land one column before its trait's first column.
+    missing = any(len(cols) and cols.min() < start for cols, start in zip(trait_cols, starts, strict=True))
+    if repeated.any() or outside or missing:
+        # Not one indicator per (row, column): let scipy sum repeats and refuse bad indices, as before.
         every = np.concatenate([np.tile(np.arange(rows), len(trait_cols)), tech_rows])
         cols = np.concatenate([*trait_cols, tech_cols])
         return sparse.csr_matrix((np.ones(len(every)), (every, cols)), shape=(rows, columns))
@@ -117,12 +128,12 @@ def _indicator_matrix(
     np.cumsum(per_row, out=indptr[1:])
     index_type = np.int32 if max(int(indptr[-1]), columns) < 2**31 else np.int64
     indices = np.empty(int(indptr[-1]), dtype=index_type)
-    starts = indptr[:-1]
+    row_start = indptr[:-1]
     for j, cols in enumerate(trait_cols):
-        indices[starts + j] = cols
+        indices[row_start + j] = cols
     # Technologies follow the traits in their row, in column order (`order` sorted them).
     first = np.searchsorted(tech_rows, tech_rows, side="left")
-    indices[starts[tech_rows] + k + (np.arange(len(tech_rows)) - first)] = tech_cols
+    indices[row_start[tech_rows] + k + (np.arange(len(tech_rows)) - first)] = tech_cols
     matrix = sparse.csr_matrix(
         (np.ones(len(indices)), indices, indptr.astype(index_type)), shape=(rows, columns)
     )
