@@ -163,9 +163,12 @@ def hiring_surge_events(
     account = postings["account_id"]
     recent_rows = np.flatnonzero(recent_mask)
     codes, uniques = pd.factorize(account.iloc[recent_rows])
-    recent = np.bincount(codes, minlength=len(uniques))
-    found = positions(account[baseline_mask], pd.Index(uniques))
-    monthly_baseline = np.bincount(found[found >= 0], minlength=len(uniques)) / (rule.baseline_days / 30)
+    recent_accounts = pd.Index(uniques)
+    recent = np.bincount(codes, minlength=len(recent_accounts))
+    found = positions(account[baseline_mask], recent_accounts)
+    monthly_baseline = np.bincount(found[found >= 0], minlength=len(recent_accounts)) / (
+        rule.baseline_days / 30
+    )
     surging = (recent >= rule.min_postings) & (recent >= rule.min_ratio * monthly_baseline)
     surge = (
         postings.iloc[recent_rows[surging[codes]]][["account_id", "posting_id", "posted_at"]]
@@ -176,7 +179,7 @@ def hiring_surge_events(
             occurred_at=("posted_at", "max"),
         )
     )
-    surge["monthly_baseline"] = monthly_baseline[positions(surge.index, pd.Index(uniques))]
+    surge["monthly_baseline"] = monthly_baseline[positions(surge.index, recent_accounts)]
     surge = surge.reset_index()
     ratio = surge["recent"] / surge["monthly_baseline"].clip(lower=0.5)
     frame = surge.assign(
