@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -333,3 +334,78 @@ def test_only_transient_load_files_are_written_uncompressed(
     assert files and {pq.ParquetFile(f).metadata.row_group(0).column(0).compression for f in files} == {
         compression
     }
+
+
+def _load_drop(drop: Path, root: Path, spooled: bool) -> None:
+    """One load of the drop into root/warehouse.duckdb, its tables as load files or as arrow tables."""
+    from icp_pipeline.ingest.file_drop import file_drop_pipeline, file_drop_source, spool
+
+    contracts = load_contracts(contracts_dir(load_config()))
+    warehouse = root / "warehouse.duckdb"
+    pipelines = root / "dlt_pipelines"
+    with spool(pipelines) as directory, load_settings(transient_files=True):
+        source = file_drop_source(
+            inventory(drop, contracts), contracts, warehouse, spool_dir=directory if spooled else None
+        )
+        file_drop_pipeline(warehouse, pipelines).run(source)
+    assert not (pipelines / ".icp_load_files").exists()
+
+
+def _raw_schema(root: Path) -> list[tuple[object, ...]]:
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+        return con.execute(
+            "select table_name, column_name, data_type, is_nullable from duckdb_columns() "
+            "where schema_name = 'raw' and not starts_with(table_name, '_dlt') order by table_name, column_index"
+        ).fetchall()
+
+
+def _dlt_tables(root: Path) -> dict[str, object]:
+    (schema,) = (root / "dlt_pipelines" / "icp_file_drop" / "schemas").glob("*.json")
+    tables = json.loads(schema.read_text())["tables"]
+    return {name: table for name, table in tables.items() if not name.startswith("_dlt")}
+
+
+def test_tables_written_as_load_files_load_what_arrow_tables_handed_to_dlt_load(
+    minimal_drop: Path, tmp_path: Path
+) -> None:
+    """The file-drop resources write their own parquet (`load_files`); raw and dlt's schema must be
+    what dlt makes of the same rows handed over as arrow tables: a first load with an extra column
+    and a malformed line (a second schema: a second file), then a merge of changed and new rows."""
+    extra = ACCOUNTS_CSV.replace("updated_at\n", "updated_at,crm_segment\n", 1).replace(
+        "T00:00:00\n", "T00:00:00,enterprise\n"
+    )
+    broken = extra + '"A5,broken\n'
+    write_drop(minimal_drop, {"crm/accounts.csv": broken})
+    changed = (ACCOUNTS_CSV.replace("Retail,40", "Retail,41") + APPENDED).replace('"A5,broken\n', "")
+    for night, files in enumerate(({}, {"crm/accounts.csv": changed})):
+        write_drop(minimal_drop, files)
+        for spooled in (True, False):
+            _load_drop(minimal_drop, tmp_path / str(spooled), spooled)
+        spooled_root, arrow_root = tmp_path / "True", tmp_path / "False"
+        assert _raw_schema(spooled_root) == _raw_schema(arrow_root)
+        assert _dlt_tables(spooled_root) == _dlt_tables(arrow_root)
+        for table in ("accounts", "opportunities"):
+            pd.testing.assert_frame_equal(
+                content(raw_rows(spooled_root / "warehouse.duckdb", table)),
+                content(raw_rows(arrow_root / "warehouse.duckdb", table)),
+            )
+        accounts = raw_rows(spooled_root / "warehouse.duckdb", "accounts").set_index("_raw_key")
+        assert accounts["_malformed_row"].notna().sum() == 1
+        assert len(accounts) == (4 if night == 0 else 6)
+        if night:
+            assert accounts.loc["A2", "employee_count"] == "41"
+
+
+def test_load_files_are_one_per_schema_with_a_row_group_per_table(tmp_path: Path) -> None:
+    from icp_pipeline.ingest.file_drop import load_files
+
+    plain = pa.table({"a": ["x", "y"]})
+    wider = pa.table({"a": [None], "_malformed_row": ['x,"y']})
+    items = list(load_files(iter([plain, plain.slice(1), wider]), tmp_path, "t"))
+    assert [item.meta.metrics.items_count for item in items] == [3, 1]
+    first, second = (pq.ParquetFile(item.meta.file_path) for item in items)
+    assert first.metadata.num_row_groups == 2
+    assert first.read().equals(pa.concat_tables([plain, plain.slice(1)]))
+    assert second.read().equals(wider)
+    assert items[1].data.schema == wider.schema and items[1].data.num_rows == 0
+    assert list(load_files(iter([]), tmp_path, "empty")) == []

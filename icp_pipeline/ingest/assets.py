@@ -12,7 +12,7 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from icp_pipeline.config import contracts_dir, load_config
 from icp_pipeline.contracts.spec import load_contracts
 from icp_pipeline.dlt_settings import load_settings
-from icp_pipeline.ingest.file_drop import TableLoadStats, empty_source_for_specs, file_drop_pipeline
+from icp_pipeline.ingest.file_drop import TableLoadStats, empty_source_for_specs, file_drop_pipeline, spool
 from icp_pipeline.ingest.sources import build_raw_source
 from icp_pipeline.ingest.unchanged import record_loaded
 from icp_pipeline.partitions import nightly_backfill, nightly_partitions
@@ -81,18 +81,21 @@ def raw_file_drop(
     contracts = icp.contracts()
     stats: dict[str, TableLoadStats] = {}
     warehouse = icp.warehouse_path()
-    plan = build_raw_source(icp.load_config(), contracts, icp.source_path(), warehouse, stats)
-    found = plan.inventory
-    context.log.info(f"loading {len(found.files)} table file(s) from {found.source_dir}")
-    for table, api in plan.api_tables.items():
-        context.log.info(f"{table}: read from {api}")
-    for table, impact in found.missing_optional.items():
-        context.log.warning(f"{table}: optional file missing; {impact}")
-    with load_settings(transient_files=True):
+    pipelines_dir = icp.dlt_pipelines_dir()
+    with spool(pipelines_dir) as load_files_dir, load_settings(transient_files=True):
+        plan = build_raw_source(
+            icp.load_config(), contracts, icp.source_path(), warehouse, stats, spool_dir=load_files_dir
+        )
+        found = plan.inventory
+        context.log.info(f"loading {len(found.files)} table file(s) from {found.source_dir}")
+        for table, api in plan.api_tables.items():
+            context.log.info(f"{table}: read from {api}")
+        for table, impact in found.missing_optional.items():
+            context.log.warning(f"{table}: optional file missing; {impact}")
         for result in dlt.run(
             context=context,
             dlt_source=plan.source,
-            dlt_pipeline=file_drop_pipeline(warehouse, icp.dlt_pipelines_dir()),
+            dlt_pipeline=file_drop_pipeline(warehouse, pipelines_dir),
         ):
             table = result.asset_key.path[-1]
             extra, line = _load_report(table, stats.get(table))

@@ -87,13 +87,18 @@ def build_raw_source(
     loaded_at: dt.datetime | None = None,
     env: Mapping[str, str] | None = None,
     sleep: Sleep = time.sleep,
+    spool_dir: Path | None = None,
 ) -> RawSourcePlan:
-    """A fresh source for one load: secrets and the drop are checked now, APIs are read at extract."""
+    """A fresh source for one load: secrets and the drop are checked now, APIs are read at extract.
+
+    `spool_dir`: where the files' tables are written as dlt load files (see `file_drop.load_files`)."""
     stamp = loaded_at or dt.datetime.now(dt.UTC)
     from_api = api_resources(config, contracts, stamp, stats, os.environ if env is None else env, sleep)
     file_contracts = {table: c for table, c in contracts.items() if table not in from_api}
     found = drop_inventory(source_dir, file_contracts)
-    files = file_drop_source(found, file_contracts, warehouse, stats=stats, loaded_at=stamp)
+    files = file_drop_source(
+        found, file_contracts, warehouse, stats=stats, loaded_at=stamp, spool_dir=spool_dir
+    )
     tables = [from_api[t] if t in from_api else files.resources[t] for t in contracts]
     labels = {table: _label(config, table) for table in from_api}
     return RawSourcePlan(raw_tables_source(tables), found, labels)
