@@ -579,12 +579,14 @@ def _descending(values: pd.Series) -> np.ndarray | None:
 def _keys_hash_apart(keys: pd.DataFrame) -> bool:
     """Whether every row's key has a 64-bit hash no other row's key has, which proves the keys
     unique (equal keys hash equal); a collision only sends the exact check. DuckDB hashes on all
-    cores: factorising 3.6M text keys to learn they are unique took 0.8 s."""
+    cores: factorising 3.6M text keys to learn they are unique took 0.8 s. The hashes are
+    sorted to compare neighbours: 70 ms for 3.6M, where a hash table (`Index.is_unique`) took 0.5 s."""
     try:
         hashes = row_hash(pa.Table.from_pandas(keys, preserve_index=False))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return False
-    return bool(pd.Index(hashes.to_numpy()).is_unique)
+    ordered = np.sort(hashes.to_numpy())
+    return bool((ordered[1:] != ordered[:-1]).all())
 
 
 def _latest_per_key(candidates: pd.DataFrame, key: list[str], order: list[str]) -> tuple[np.ndarray, bool]:
