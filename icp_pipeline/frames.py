@@ -8,11 +8,13 @@ million. The same membership test as one `pyarrow.compute.is_in` kernel takes mi
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandas.core.dtypes.cast import maybe_box_native
 
 
 def arrow_text(values: object) -> pa.Array | None:
@@ -58,6 +60,25 @@ def positions(values: pd.Series | pd.Index, lookup: pd.Series | pd.Index) -> np.
         right = right.cast(left.type)
     index = pc.index_in(left, value_set=right, skip_nulls=True)
     return index.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def records(frame: pd.DataFrame) -> list[dict[Any, Any]]:
+    """`frame.to_dict("records")`, converted column by column.
+
+    pandas builds the records from row tuples, turning each arrow-backed text value into a Python
+    string one scalar at a time: 1-2 s for the 60k alerts of a million-account first night.
+    `tolist` converts each column at once to the same Python values (numbers, strings, missing
+    values, Timestamps); object columns get the native-type boxing `to_dict` gives them.
+    """
+    names = frame.columns.tolist()
+    columns = []
+    for position in range(frame.shape[1]):
+        column = frame.iloc[:, position]
+        values = column.tolist()
+        if column.dtype == object or isinstance(column.dtype, pd.api.extensions.ExtensionDtype):
+            values = [maybe_box_native(value) for value in values]
+        columns.append(values)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def joined_per_group(keys: pd.Series, text: pd.Series, separator: str) -> pd.Series:

@@ -35,7 +35,7 @@ from icp_pipeline.config import (
 from icp_pipeline.contracts import staging, validate
 from icp_pipeline.contracts.spec import load_contracts
 from icp_pipeline.drift.metrics import js_distance, psi
-from icp_pipeline.frames import grouped_order, isin, joined_per_group
+from icp_pipeline.frames import grouped_order, isin, joined_per_group, records
 from icp_pipeline.ingest import files
 from icp_pipeline.ingest.file_drop import aligned_batches
 from icp_pipeline.ingest.files import row_hash
@@ -974,3 +974,33 @@ def test_design_built_in_place_equals_converting_coordinates(seed: int, repeats:
         assert np.array_equal(found.indices, expected.indices)
         assert np.array_equal(found.data, expected.data)
         assert (found.data > 1).any() == (repeats or missing)
+
+
+def _same_value(left: object, right: object) -> bool:
+    """Equal values of the same type, a missing value matching a missing value of the same type."""
+    if type(left) is not type(right):
+        return False
+    missing = pd.isna(left)
+    return bool(missing and pd.isna(right)) or (not missing and left == right)
+
+
+def test_records_are_what_to_dict_gives_for_every_kind_of_column() -> None:
+    frame = pd.DataFrame(
+        {
+            "text": pd.array(["a", None, "c", "d"], dtype="str"),
+            "count": np.array([1, 2, 3, 4], dtype=np.int64),
+            "share": [0.5, np.nan, 1.0, -2.0],
+            "at": pd.to_datetime(["2026-01-01", None, "2026-03-01", "2026-04-01"], utc=True),
+            "flag": [True, False, True, False],
+            "mixed": pd.Series([np.int64(3), "x", None, np.float64(2.5)], dtype=object),
+            "maybe": pd.array([5, None, 7, None], dtype="Int64"),
+            "tier": pd.Categorical(["A", "B", None, "A"]),
+        },
+        index=[7, 3, 9, 1],
+    )
+    expected = frame.to_dict("records")
+    got = records(frame)
+    assert [list(row) for row in got] == [list(row) for row in expected]
+    for row, want in zip(got, expected, strict=True):
+        assert all(_same_value(row[name], want[name]) for name in want), (row, want)
+    assert records(frame.iloc[:0]) == [] == frame.iloc[:0].to_dict("records")

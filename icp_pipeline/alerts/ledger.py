@@ -23,7 +23,7 @@ import pandas as pd
 
 from icp_pipeline.alerts.channels import AlertMessage, Channel, DeliveryResult, Digest
 from icp_pipeline.config import AlertConfig
-from icp_pipeline.frames import isin
+from icp_pipeline.frames import isin, records
 
 log = logging.getLogger(__name__)
 
@@ -234,10 +234,10 @@ def deliver(
     if len(contexts):
         unique = contexts[~contexts["alert_id"].duplicated(keep="first")]
         shown = [c for c in MESSAGE_CONTEXT if c in unique.columns]
-        by_alert = dict(zip(unique["alert_id"], unique[shown].to_dict("records"), strict=True))
+        by_alert = dict(zip(unique["alert_id"], records(unique[shown]), strict=True))
     todo = ledger[open_rows & ledger["channel"].isin(list(channels))]
     # One conversion of the fields a message reads, not one per group; groups as position arrays.
-    rows = todo[list(MESSAGE_ROW)].to_dict("records")
+    rows = records(todo[list(MESSAGE_ROW)])
     labels, priority = todo.index.to_numpy(), todo["priority"].to_numpy()
     recipients, digests = todo["recipient"].to_numpy(), todo["digest"].to_numpy()
     # The groups in key order, each as the positions of its rows in ledger order (as groupby yields them).
