@@ -12,7 +12,14 @@ from icp_pipeline.resources import IcpSettings, partition_date
 from icp_pipeline.scoring.assets import PROFILE
 from icp_pipeline.triggers.detect import EVENT_COLUMNS, FEED_COLUMNS, detect_all
 from icp_pipeline.triggers.net_new import model_from_profile_rows, net_new_accounts
-from icp_pipeline.warehouse import connect, read_present_columns, read_table, replace_slice, table_exists
+from icp_pipeline.warehouse import (
+    connect,
+    read_present_columns,
+    read_table,
+    registered,
+    replace_slice,
+    table_exists,
+)
 
 TRIGGER_EVENTS = dg.AssetKey(["icp", "trigger_events"])
 FEEDS = ("funding_rounds", "job_postings", "leadership_changes", "firmographics")
@@ -21,18 +28,15 @@ FEEDS = ("funding_rounds", "job_postings", "leadership_changes", "firmographics"
 def append_new_events(con: Any, events: pd.DataFrame) -> int:
     """Insert events whose id the ledger does not hold yet; returns how many were new."""
     con.execute("create schema if not exists icp")
-    con.register("_events", events)
-    try:
+    with registered(con, "_events", events) as columns:  # as arrow: a pandas scan reads text by value
         if not table_exists(con, "icp", "trigger_events"):
-            con.execute("create table icp.trigger_events as select * from _events limit 0")
+            con.execute(f"create table icp.trigger_events as select {columns} from _events limit 0")
         before = con.execute("select count(*) from icp.trigger_events").fetchall()[0][0]
         con.execute(
-            "insert into icp.trigger_events by name select * from _events "
+            f"insert into icp.trigger_events by name select {columns} from _events "
             "where event_id not in (select event_id from icp.trigger_events)"
         )
         after = con.execute("select count(*) from icp.trigger_events").fetchall()[0][0]
-    finally:
-        con.unregister("_events")
     return int(after - before)
 
 
