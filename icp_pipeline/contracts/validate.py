@@ -328,29 +328,38 @@ def _gx_context() -> Any:
 
 
 def run_expectations(frame: pd.DataFrame, rules: Sequence[RowRuleSpec], name: str) -> dict[str, np.ndarray]:
-    """Failing row positions per rule id, as GX reports them (COMPLETE result format)."""
+    """Failing row positions per rule id, as GX reports them (COMPLETE result format).
+
+    Every rule reads one column, so each column's rules are validated on a batch of that column
+    alone: GX filters the whole batch for each metric of each expectation, so one batch of every
+    checked column cost a copy of all of them per metric (opportunities at a million accounts:
+    2.1-2.9 s, against 1.1-1.3 s a column at a time; the same failing rows).
+    """
     if not rules or frame.empty:
         return {rule.rule_id: np.array([], dtype=np.int64) for rule in rules}
     context = _gx_context()
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_contract"))
-    for rule in rules:
-        suite.add_expectation(rule.expectation)
-    batch = context.data_sources.add_pandas(f"staging_{name}").add_dataframe_asset(name)
-    validation = context.validation_definitions.add(
-        gx.ValidationDefinition(
-            name=f"{name}_contract", data=batch.add_batch_definition_whole_dataframe("all_rows"), suite=suite
-        )
-    )
+    source = context.data_sources.add_pandas(f"staging_{name}")
     positional = _checked_columns(frame, rules)
-    outcome = validation.run(
-        batch_parameters={"dataframe": positional}, result_format={"result_format": "COMPLETE"}
-    )
+    by_column: dict[str, list[RowRuleSpec]] = {}
+    for rule in rules:
+        by_column.setdefault(rule.expectation.column, []).append(rule)
     failing: dict[str, np.ndarray] = {}
-    for result in outcome.results:
-        rule_id = result.expectation_config.meta["rule_id"]
-        if result.exception_info.get("raised_exception"):
-            raise RuntimeError(f"{name}: rule {rule_id} could not be evaluated: {result.exception_info}")
-        failing[rule_id] = np.asarray(result.result.get("unexpected_index_list") or [], dtype=np.int64)
+    for part, (column, column_rules) in enumerate(by_column.items()):
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_contract_{part}"))
+        for rule in column_rules:
+            suite.add_expectation(rule.expectation)
+        batch = source.add_dataframe_asset(f"{name}_{part}").add_batch_definition_whole_dataframe("all_rows")
+        validation = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{name}_contract_{part}", data=batch, suite=suite)
+        )
+        outcome = validation.run(
+            batch_parameters={"dataframe": positional[[column]]}, result_format={"result_format": "COMPLETE"}
+        )
+        for result in outcome.results:
+            rule_id = result.expectation_config.meta["rule_id"]
+            if result.exception_info.get("raised_exception"):
+                raise RuntimeError(f"{name}: rule {rule_id} could not be evaluated: {result.exception_info}")
+            failing[rule_id] = np.asarray(result.result.get("unexpected_index_list") or [], dtype=np.int64)
     return failing
 
 
