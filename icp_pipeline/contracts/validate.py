@@ -331,30 +331,28 @@ def run_expectations(frame: pd.DataFrame, rules: Sequence[RowRuleSpec], name: st
     """Failing row positions per rule id, as GX reports them (COMPLETE result format).
 
     Every rule reads one column, so each column's rules are validated on a batch of that column
-    alone: GX filters the whole batch for each metric of each expectation, so one batch of every
-    checked column cost a copy of all of them per metric (opportunities at a million accounts:
-    2.1-2.9 s, against 1.1-1.3 s a column at a time; the same failing rows).
+    alone: GX filters the whole batch for each metric of each expectation, so a batch of every
+    checked column copied all of them each time. The batches are validated directly
+    (`Batch.validate`), without the validation definition GX would set up for each. Opportunities
+    at a million accounts (1.5M rows): 1.9-2.4 s to 0.6-0.9 s, accounts 1.3 s to 0.7 s; at 150k
+    rows about the same as one batch. The same failing rows.
     """
     if not rules or frame.empty:
         return {rule.rule_id: np.array([], dtype=np.int64) for rule in rules}
     context = _gx_context()
-    source = context.data_sources.add_pandas(f"staging_{name}")
+    asset = context.data_sources.add_pandas(f"staging_{name}").add_dataframe_asset(name)
+    definition = asset.add_batch_definition_whole_dataframe("all_rows")
     positional = _checked_columns(frame, rules)
     by_column: dict[str, list[RowRuleSpec]] = {}
     for rule in rules:
         by_column.setdefault(rule.expectation.column, []).append(rule)
     failing: dict[str, np.ndarray] = {}
     for part, (column, column_rules) in enumerate(by_column.items()):
-        suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_contract_{part}"))
-        for rule in column_rules:
-            suite.add_expectation(rule.expectation)
-        batch = source.add_dataframe_asset(f"{name}_{part}").add_batch_definition_whole_dataframe("all_rows")
-        validation = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{name}_contract_{part}", data=batch, suite=suite)
+        suite = gx.ExpectationSuite(
+            name=f"{name}_contract_{part}", expectations=[rule.expectation for rule in column_rules]
         )
-        outcome = validation.run(
-            batch_parameters={"dataframe": positional[[column]]}, result_format={"result_format": "COMPLETE"}
-        )
+        batch = definition.get_batch(batch_parameters={"dataframe": positional[[column]]})
+        outcome = batch.validate(suite, result_format={"result_format": "COMPLETE"})
         for result in outcome.results:
             rule_id = result.expectation_config.meta["rule_id"]
             if result.exception_info.get("raised_exception"):
