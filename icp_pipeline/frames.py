@@ -66,9 +66,9 @@ def records(frame: pd.DataFrame) -> list[dict[Any, Any]]:
     """`frame.to_dict("records")`, converted column by column.
 
     pandas builds the records from row tuples, turning each arrow-backed text value into a Python
-    string one scalar at a time: 1-2 s for the 60k alerts of a million-account first night.
-    `tolist` converts each column at once to the same Python values (numbers, strings, missing
-    values, Timestamps); object columns get the native-type boxing `to_dict` gives them.
+    string one scalar at a time; `tolist` converts each column at once to the same Python values
+    (numbers, strings, missing values, Timestamps), and object and extension columns get the
+    native-type boxing `to_dict` gives them: 0.4 s instead of 0.6 s for 60k rows of eight columns.
     """
     names = frame.columns.tolist()
     columns = []

@@ -164,14 +164,13 @@ def load_files(tables: Iterator[pa.Table], directory: Path, stem: str) -> Iterat
     """The tables written as parquet load files in `directory`, each handed to dlt to import as is.
 
     Handed arrow tables, dlt writes its load files on the extract's one main thread, table after
-    table: a million-account first extract took 13-14 s. Here
-    each table's file is written by the worker thread that reads its source, beside the other
-    tables' reads, and without column statistics (a load file is loaded whole, never filtered on
-    them): 10.7 s, with the same raw tables and dlt schema.
-    dlt links the file into its load package, so `directory` must outlive the extract and should
-    sit on the same file system as the pipeline. Each run of tables with one schema (the
-    malformed lines, which come last, have a column of their own) becomes a file of its own;
-    each table is a row group, as dlt writes them. No tables, no file.
+    table: a million-account first extract took 13-14 s. Here each table's file is written by the
+    worker thread that reads its source, beside the other tables' reads, and without column
+    statistics (a load file is loaded whole, never filtered on them): 10.7 s, with the same raw
+    tables and dlt schema. dlt links the file into its load package, so `directory` must outlive
+    the extract and should sit on the same file system as the pipeline. Each run of tables with
+    one schema (the malformed lines, which come last, have a column of their own) becomes a file
+    of its own; each table is a row group, as dlt writes them. No tables, no file.
     """
     runs = itertools.groupby(tables, key=lambda table: table.schema)
     for part, (schema, run) in enumerate(runs):
