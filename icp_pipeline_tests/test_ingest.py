@@ -348,7 +348,7 @@ def _load_drop(drop: Path, root: Path, spooled: bool) -> None:
             inventory(drop, contracts), contracts, warehouse, spool_dir=directory if spooled else None
         )
         file_drop_pipeline(warehouse, pipelines).run(source)
-    assert not (pipelines / ".icp_load_files").exists()
+    assert not directory.exists()
 
 
 def _raw_schema(root: Path) -> list[tuple[object, ...]]:
@@ -360,7 +360,9 @@ def _raw_schema(root: Path) -> list[tuple[object, ...]]:
 
 
 def _dlt_tables(root: Path) -> dict[str, object]:
-    (schema,) = (root / "dlt_pipelines" / "icp_file_drop" / "schemas").glob("*.json")
+    from icp_pipeline.ingest.file_drop import PIPELINE_NAME
+
+    (schema,) = (root / "dlt_pipelines" / PIPELINE_NAME / "schemas").glob("*.json")
     tables = json.loads(schema.read_text())["tables"]
     return {name: table for name, table in tables.items() if not name.startswith("_dlt")}
 
