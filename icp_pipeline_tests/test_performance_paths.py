@@ -39,6 +39,7 @@ from icp_pipeline.frames import grouped_order, isin, joined_per_group, records
 from icp_pipeline.ingest import files
 from icp_pipeline.ingest.file_drop import aligned_batches
 from icp_pipeline.ingest.files import row_hash
+from icp_pipeline.profile.outcomes import customer_value
 from icp_pipeline.profile.traits import (
     ACCOUNT_ROW,
     TECHNOLOGY,
@@ -1004,3 +1005,77 @@ def test_records_are_what_to_dict_gives_for_every_kind_of_column() -> None:
     for row, want in zip(got, expected, strict=True):
         assert all(_same_value(row[name], want[name]) for name in want), (row, want)
     assert records(frame.iloc[:0]) == [] == frame.iloc[:0].to_dict("records")
+
+
+def _customer_value_by_groupby(
+    opportunities: pd.DataFrame, subscriptions: pd.DataFrame | None, as_of: dt.date
+) -> pd.DataFrame:
+    """The grouping-and-joining formula `customer_value` replaced."""
+    won = opportunities[opportunities["won"]]
+    value = won.groupby("account_id", observed=True)["amount"].sum().rename("won_amount").to_frame()
+    value["won_deals"] = won.groupby("account_id", observed=True).size()
+    if subscriptions is not None and len(subscriptions):
+        end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
+        subs = subscriptions[subscriptions["started_at"] < end]
+        active = subs["ended_at"].isna() | (subs["ended_at"] >= end)
+        first = subs.sort_values("started_at", kind="stable").drop_duplicates("account_id")
+        per_account = pd.DataFrame(
+            {
+                "arr": subs[active].groupby("account_id")["arr"].sum(),
+                "first_arr": first.set_index("account_id")["arr"],
+                "subscriptions": subs.groupby("account_id").size(),
+            }
+        )
+        value = value.join(per_account, how="outer")
+        value["arr"] = value["arr"].fillna(0.0)
+        value["churned"] = value["subscriptions"].fillna(0).gt(0) & value["arr"].le(0)
+        value["expanded"] = value["arr"] > value["first_arr"].fillna(np.inf)
+        value["value"] = value["arr"].where(value["subscriptions"].fillna(0) > 0, value["won_amount"])
+    else:
+        value["churned"] = False
+        value["expanded"] = False
+        value["value"] = value["won_amount"]
+    value["value"] = value["value"].fillna(0.0).astype("float64")
+    value.index.name = "account_id"
+    return value.reset_index()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("with_subscriptions", ["rows", "none", "none started"])
+def test_customer_value_counted_on_account_numbers_equals_grouping_by_id(
+    seed: int, with_subscriptions: str
+) -> None:
+    rng = np.random.default_rng(seed)
+    accounts = np.array([f"A{i:04d}" for i in rng.permutation(400)])
+    deals = 900
+    opportunities = pd.DataFrame(
+        {
+            "account_id": pd.Series(accounts[rng.integers(0, 300, deals)], dtype="str"),
+            "won": rng.random(deals) < 0.4,
+            "amount": np.where(rng.random(deals) < 0.1, np.nan, rng.integers(1, 50, deals) * 1000.0),
+        }
+    )
+    start = pd.Timestamp("2025-01-01", tz="UTC").as_unit("us")
+    rows = 700
+    # Starts on few distinct days (ties), some after the as-of date; a few missing ARRs; accounts
+    # with subscriptions but no won deal, and won deals without subscriptions.
+    started = start + pd.to_timedelta(rng.integers(0, 40, rows) * 15, unit="D")
+    ended = started + pd.to_timedelta(rng.integers(30, 400, rows), unit="D")
+    subscriptions = pd.DataFrame(
+        {
+            "account_id": pd.Series(accounts[rng.integers(100, 400, rows)], dtype="str"),
+            "started_at": started,
+            "ended_at": pd.Series(ended).where(rng.random(rows) < 0.6),
+            "arr": np.where(rng.random(rows) < 0.05, np.nan, rng.integers(0, 30, rows) * 500.0),
+        }
+    )
+    as_of = dt.date(2026, 2, 1)
+    if with_subscriptions == "none":
+        subscriptions = subscriptions.iloc[:0]
+    elif with_subscriptions == "none started":
+        subscriptions = subscriptions.assign(started_at=start + pd.Timedelta(days=800))
+    expected = _customer_value_by_groupby(opportunities, subscriptions, as_of)
+    got = customer_value(opportunities, subscriptions, as_of)
+    pd.testing.assert_frame_equal(got, expected)
+    assert got["churned"].any() or with_subscriptions != "rows"
+    assert got["expanded"].any() or with_subscriptions != "rows"

@@ -71,35 +71,68 @@ def customer_value(
     """Per customer (an account with a won deal): value, retention and expansion as of the date.
 
     Value is ARR when subscriptions exist, else won amount. Churned = every subscription ended
-    by the as-of date; expanded = current ARR above the first subscription's ARR.
+    by the as-of date; expanded = current ARR above the first subscription's ARR. Rows come
+    sorted by account id; rows without an account id are nobody's.
+
+    Accounts are numbered once (`pd.factorize`) and summed with `np.bincount`: grouping by the
+    text ids and aligning the groups on them took 0.8 s at a million accounts, four times a night.
     """
     won = opportunities[opportunities["won"]]
-    value = won.groupby("account_id", observed=True)["amount"].sum().rename("won_amount").to_frame()
-    value["won_deals"] = won.groupby("account_id", observed=True).size()
+    end = _end_of(as_of)
+    subs = None
     if subscriptions is not None and len(subscriptions):
-        end = _end_of(as_of)
         subs = subscriptions[subscriptions["started_at"] < end]
-        active = subs["ended_at"].isna() | (subs["ended_at"] >= end)
-        first = subs.sort_values("started_at", kind="stable").drop_duplicates("account_id")
-        per_account = pd.DataFrame(
-            {
-                "arr": subs[active].groupby("account_id")["arr"].sum(),
-                "first_arr": first.set_index("account_id")["arr"],
-                "subscriptions": subs.groupby("account_id").size(),
-            }
-        )
-        value = value.join(per_account, how="outer")
-        value["arr"] = value["arr"].fillna(0.0)
-        value["churned"] = value["subscriptions"].fillna(0).gt(0) & value["arr"].le(0)
-        value["expanded"] = value["arr"] > value["first_arr"].fillna(np.inf)
-        value["value"] = value["arr"].where(value["subscriptions"].fillna(0) > 0, value["won_amount"])
+    ids = won["account_id"] if subs is None else pd.concat([won["account_id"], subs["account_id"]])
+    codes, uniques = pd.factorize(ids.astype("str"), sort=True)
+    count = len(uniques)
+    won_code, sub_code = codes[: len(won)], codes[len(won) :]
+
+    def summed(
+        code: np.ndarray, values: pd.Series | None = None, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Per account: the sum of the values (missing ones count 0) or, without values, the row
+        count; over `rows` only when given."""
+        kept = code >= 0 if rows is None else (code >= 0) & rows
+        if values is None:
+            return np.bincount(code[kept], minlength=count)
+        weights = np.nan_to_num(values.to_numpy(dtype=np.float64, na_value=np.nan)[kept], nan=0.0)
+        return np.bincount(code[kept], weights=weights, minlength=count).astype(np.float64)
+
+    def where_any(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """The values, missing for accounts without rows (as the outer join of groups leaves them)."""
+        return np.where(rows > 0, values, np.nan) if (rows == 0).any() else values
+
+    won_deals = summed(won_code)
+    value = pd.DataFrame(
+        {
+            "account_id": pd.Series(uniques, dtype="str"),
+            "won_amount": where_any(won_deals, summed(won_code, won["amount"])),
+            "won_deals": where_any(won_deals, won_deals),
+        }
+    )
+    if subs is not None:
+        active = (subs["ended_at"].isna() | (subs["ended_at"] >= end)).to_numpy()
+        held = summed(sub_code)
+        arr = summed(sub_code, subs["arr"], rows=active)
+        # Each account's first subscription by start (ties: the earlier row, as a stable sort gives).
+        order = np.argsort(subs["started_at"].array.asi8, kind="stable")
+        accounts, first = np.unique(sub_code[order], return_index=True)
+        named = accounts >= 0
+        first_arr = np.full(count, np.nan)
+        arrs = subs["arr"].to_numpy(dtype=np.float64, na_value=np.nan)
+        first_arr[accounts[named]] = arrs[order[first[named]]]
+        value["arr"] = arr
+        value["first_arr"] = first_arr
+        value["subscriptions"] = where_any(held, held)
+        value["churned"] = (held > 0) & (arr <= 0)
+        value["expanded"] = arr > np.nan_to_num(first_arr, nan=np.inf)
+        value["value"] = np.where(held > 0, arr, value["won_amount"].to_numpy())
     else:
         value["churned"] = False
         value["expanded"] = False
         value["value"] = value["won_amount"]
     value["value"] = value["value"].fillna(0.0).astype("float64")
-    value.index.name = "account_id"
-    return value.reset_index()
+    return value
 
 
 def best_customers(customers: pd.DataFrame, top_share: float = 0.2) -> pd.Index:
