@@ -266,7 +266,8 @@ def derive_profile(
     # Each deal's account row, found once: the design has the traits' rows, in their order.
     deal_rows = traits.rows_of(outcomes)
     is_closed = outcomes["closed"].to_numpy(dtype=bool)
-    closed = outcomes[is_closed]
+    closed_won = outcomes["won"].to_numpy(dtype=bool)[is_closed]  # not the closed rows' frame: a copy
+    closed = len(closed_won)
     notes: list[str] = []
     written_criteria = [(c.trait, c.values) for c in rules.written.must_have] if rules.written else []
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -276,13 +277,13 @@ def derive_profile(
             _customers_and_evidence, traits, outcomes, subscriptions, config, as_of, deal_rows
         )
         design = build_design(traits)
-        if len(closed) < rules.cold_start_min_closed:
-            notes.append(f"cold start: only {len(closed)} closed deals (need {rules.cold_start_min_closed})")
+        if closed < rules.cold_start_min_closed:
+            notes.append(f"cold start: only {closed} closed deals (need {rules.cold_start_min_closed})")
             model = (
                 written_icp_model(design, written_criteria) if written_criteria else no_signal_model(design)
             )
         else:
-            rows, deals, wins = deal_counts(deal_rows[is_closed], closed["won"].to_numpy())
+            rows, deals, wins = deal_counts(deal_rows[is_closed], closed_won)
             intercept, coefficients = fit_logistic(design.matrix[rows], wins, rules.l2, trials=deals)
             model = points_from_coefficients(intercept, coefficients, design)
         customers, evidence = evidence_run.result()
@@ -336,11 +337,11 @@ def derive_profile(
         model=model,
         tier_cutoffs=cutoffs,
         version=version,
-        summary=summarize(evidence, model, len(closed), notes),
+        summary=summarize(evidence, model, closed, notes),
         metrics=metrics,
         audit=audit,
         outcomes=outcomes,
-        closed_deals=len(closed),
+        closed_deals=closed,
         notes=notes + model.notes,
     )
     return profile, design

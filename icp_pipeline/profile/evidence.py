@@ -144,15 +144,16 @@ def _row_totals(
 
 def _trait_value_counts(
     traits: AccountTraits,
-    closed: pd.DataFrame,
+    closed_won: np.ndarray,
     best: pd.Index,
     top_customers: pd.Index,
     closed_rows: np.ndarray,
 ) -> pd.DataFrame:
     """Per (trait, value): accounts, best and top customers, closed and won deals of its holders
-    (`closed_rows`: each closed deal's row in `traits.accounts`, -1: none)."""
+    (per closed deal: `closed_won` whether it was won, `closed_rows` its row in `traits.accounts`,
+    -1: none)."""
     ids = traits.accounts["account_id"]
-    deals, wins = _row_totals(traits, closed_rows, closed["won"].to_numpy())
+    deals, wins = _row_totals(traits, closed_rows, closed_won)
     return trait_value_sums(
         traits,
         {
@@ -181,9 +182,9 @@ def trait_evidence(
     rules = rules or EvidenceRules()
     n_accounts = len(traits.accounts)
     is_closed = opportunities["closed"].to_numpy(dtype=bool)
-    closed = opportunities[is_closed]
-    total_closed, total_won = len(closed), int(closed["won"].sum())
-    table = _trait_value_counts(traits, closed, best, top_customers, deal_rows[is_closed])
+    won = opportunities["won"].to_numpy(dtype=bool)[is_closed]  # the closed deals': no frame copied
+    total_closed, total_won = len(won), int(won.sum())
+    table = _trait_value_counts(traits, won, best, top_customers, deal_rows[is_closed])
     for column in ("closed_with", "won_with", "best_with", "top_with"):
         table[column] = table[column].fillna(0).astype(np.int64)
     table["lost_with"] = table["closed_with"] - table["won_with"]
