@@ -75,7 +75,8 @@ def customer_value(
     sorted by account id; rows without an account id are nobody's.
 
     Accounts are numbered once (`pd.factorize`) and summed with `np.bincount`: grouping by the
-    text ids and aligning the groups on them took 0.8 s at a million accounts, four times a night.
+    text ids and aligning the groups on them took 0.3-0.8 s a call at a million accounts (four
+    calls a night), this 0.06-0.14 s.
     """
     won = opportunities[opportunities["won"]]
     end = _end_of(as_of)
