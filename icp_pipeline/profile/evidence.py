@@ -182,7 +182,7 @@ def trait_evidence(
     rules = rules or EvidenceRules()
     n_accounts = len(traits.accounts)
     is_closed = opportunities["closed"].to_numpy(dtype=bool)
-    won = opportunities["won"].to_numpy(dtype=bool)[is_closed]  # the closed deals': no frame copied
+    won = opportunities["won"].to_numpy(dtype=bool)[is_closed]  # per closed deal, without copying the frame
     total_closed, total_won = len(won), int(won.sum())
     table = _trait_value_counts(traits, won, best, top_customers, deal_rows[is_closed])
     for column in ("closed_with", "won_with", "best_with", "top_with"):

@@ -72,7 +72,8 @@ def customer_value(
 
     Value is ARR when subscriptions exist, else won amount. Churned = every subscription ended
     by the as-of date; expanded = current ARR above the first subscription's ARR. Rows come
-    sorted by account id; rows without an account id are nobody's.
+    sorted by account id; deals and subscriptions without one (the contracts require it) count
+    for no customer.
 
     Accounts are numbered once (`pd.factorize`) and summed with `np.bincount`: grouping by the
     text ids and aligning the groups on them took 0.3-0.8 s a call at a million accounts (four
