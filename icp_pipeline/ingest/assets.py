@@ -51,12 +51,18 @@ def _load_report(table: str, table_stats: TableLoadStats | None) -> tuple[dict[s
         "unchanged_file": table_stats.unchanged,
         "appended_file": table_stats.appended,
     }
+    read = table_stats.read
+    if read is not None and read.lines is not None:
+        metadata["lines_read"] = dg.MetadataValue.int(read.lines)
+        metadata["malformed_lines"] = dg.MetadataValue.int(read.malformed)
     if table_stats.unchanged:
         what = "file unchanged since its last load"
     else:
         what = f"{table_stats.rows_sent:,} new or changed"
         if table_stats.appended:
             what += " (only the lines appended since its last load read)"
+    if read is not None and read.describe():
+        what += f"; {read.describe()}"
     return metadata, f"raw/{table}: {table_stats.rows_in_file:,} rows in {table_stats.file}, {what}"
 
 

@@ -35,6 +35,7 @@ from icp_pipeline.ingest.files import (
     RAW_KEY,
     ROW_HASH,
     DropInventory,
+    ReadReport,
     TableFile,
     iter_identified_chunks,
     with_lineage,
@@ -66,10 +67,14 @@ class TableLoadStats:
     unchanged: bool = False  # the file is the one loaded last time: not read again
     appended: bool = False  # the file is the one loaded last time plus new lines: only they were read
     identity: FileIdentity | None = None  # set for files read, recorded once the load succeeded
+    read: ReadReport | None = None  # how the lines read became rows (files read only)
 
 
 def _changed_keys(
-    table_file: TableFile, warehouse: Path, chunks: list[pa.Table] | None = None
+    table_file: TableFile,
+    warehouse: Path,
+    chunks: list[pa.Table] | None = None,
+    report: ReadReport | None = None,
 ) -> pa.Array | None:
     """Keys whose rows in the drop differ from raw; None when raw has no such table yet.
 
@@ -90,7 +95,7 @@ def _changed_keys(
         }
         if not {RAW_KEY, ROW_HASH} <= columns:
             return None  # checked before reading the file: a first load reads it once
-        read = list(iter_identified_chunks(table_file))
+        read = list(iter_identified_chunks(table_file, report=report))
         identities = pa.concat_tables(chunk.select([RAW_KEY, ROW_HASH]) for chunk in read)
         if chunks is not None:
             chunks.extend(read)
@@ -251,7 +256,8 @@ def _table_resource(
         read: list[pa.Table] = []
         changed: pa.Array | None = None
         if start is not None and last is not None:
-            read = list(iter_identified_chunks(table_file, start))
+            table_stats.read = ReadReport()
+            read = list(iter_identified_chunks(table_file, start, table_stats.read))
             new_keys = _new_appended_keys(read, warehouse, contract.table)
             if new_keys is not None:
                 log.info("%s: lines appended since it was last loaded, only they are read", source_file)
@@ -261,11 +267,13 @@ def _table_resource(
             else:
                 read = []
         if not table_stats.appended:
-            changed = _changed_keys(table_file, warehouse, read)
+            table_stats.read = ReadReport()
+            changed = _changed_keys(table_file, warehouse, read, table_stats.read)
             table_stats.full_load = changed is None
             table_stats.keys_changed = -1 if changed is None else len(changed)
         # The appended lines, or the file's chunks `_changed_keys` read, or else a first read.
-        for chunk in _drain(read) if read or table_stats.appended else iter_identified_chunks(table_file):
+        whole = iter_identified_chunks(table_file, report=table_stats.read)
+        for chunk in _drain(read) if read or table_stats.appended else whole:
             table_stats.rows_in_file += chunk.num_rows
             if changed is not None:
                 chunk = chunk.filter(pc.is_in(chunk.column(RAW_KEY), value_set=changed))

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import io
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import duckdb
 import numpy as np
@@ -33,6 +36,9 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".csv", ".jsonl", ".parquet")
 CSV_BLOCK_BYTES = 16 << 20
+# Encodings whose line-break bytes can occur inside other characters (read with their byte order).
+WIDE_ENCODINGS: tuple[str, ...] = ("utf-16-le", "utf-16-be")
+_UTF16_BOMS = {codecs.BOM_UTF16_LE: "utf-16-le", codecs.BOM_UTF16_BE: "utf-16-be"}
 BATCH_ROWS = 100_000
 
 RAW_KEY = "_raw_key"
@@ -92,12 +98,18 @@ def find_table_file(source_dir: Path, contract: TableContract) -> Path | None:
 
 
 def detect_encoding(file: Path) -> str:
-    """UTF-8 when every byte decodes as UTF-8; otherwise a legacy 8-bit code page.
+    """UTF-16 (by its byte-order mark or its zero bytes); UTF-8 when every byte decodes as UTF-8;
+    otherwise a legacy 8-bit code page.
 
     Bare CR line endings mark an old Mac export, whose text is Mac Roman (the Crunchbase 2013
     files are: 0xD5 is a curly apostrophe there, a capital O with tilde in latin-1); other
     files are read as Windows-1252, or latin-1 when they hold bytes 1252 leaves undefined.
     """
+    with file.open("rb") as handle:
+        head = handle.read(1 << 16)
+    wide = _utf16_byte_order(head)
+    if wide:
+        return wide
     decoder = codecs.getincrementaldecoder("utf-8")()
     try:
         with file.open("rb") as handle:
@@ -117,6 +129,23 @@ def detect_encoding(file: Path) -> str:
             return "latin-1"
         return "cp1252"
     return "utf-8"
+
+
+def _utf16_byte_order(head: bytes) -> str | None:
+    """UTF-16 by its byte-order mark, or by the zero bytes ASCII text has in every other byte
+    (spreadsheets save "Unicode text" so); None for anything else."""
+    for bom, encoding in _UTF16_BOMS.items():
+        if head.startswith(bom):
+            return encoding
+    pairs = head[: len(head) - len(head) % 2]
+    if len(pairs) < 4 or b"\x00" not in pairs:
+        return None
+    even_zeros, odd_zeros = pairs[0::2].count(0), pairs[1::2].count(0)
+    if odd_zeros > 0.4 * len(pairs) / 2 and even_zeros == 0:
+        return "utf-16-le"
+    if even_zeros > 0.4 * len(pairs) / 2 and odd_zeros == 0:
+        return "utf-16-be"
+    return None
 
 
 def _csv_header(file: Path, encoding: str) -> list[str]:
@@ -146,10 +175,7 @@ def read_header(file: Path) -> tuple[list[str], str]:
             return list(pq.ParquetFile(file).schema_arrow.names), "binary"
         except (pa.ArrowInvalid, OSError) as exc:
             raise IcpInputError(f"{file.name}: not a readable Parquet file ({exc})") from exc
-    try:
-        return list(next(_jsonl_batches(file)).schema.names), "utf-8"
-    except StopIteration:
-        return [], "utf-8"
+    return _jsonl_columns(file), "utf-8"
 
 
 def inspect_table_file(contract: TableContract, file: Path) -> TableFile:
@@ -193,6 +219,9 @@ def inventory(source_dir: Path, contracts: dict[str, TableContract]) -> DropInve
     return found
 
 
+_JSONL_COLUMNS = "describe select * from read_json(?, format = 'newline_delimited', sample_size = -1)"
+
+
 def _jsonl_batches(file: Path) -> Iterator[pa.RecordBatch]:
     try:
         reader = pajson.open_json(file, read_options=pajson.ReadOptions(block_size=CSV_BLOCK_BYTES))
@@ -201,62 +230,296 @@ def _jsonl_batches(file: Path) -> Iterator[pa.RecordBatch]:
         raise IcpInputError(f"{file.name}: not valid JSON lines ({exc})") from exc
 
 
+def _mixed_types(error: IcpInputError) -> bool:
+    """Whether Arrow rejected JSON lines only because a column holds values of several types."""
+    return "changed from" in str(error)
+
+
+def _jsonl_columns(file: Path) -> list[str]:
+    try:
+        return list(next(_jsonl_batches(file)).schema.names)
+    except StopIteration:
+        return []
+    except IcpInputError as exc:
+        if not _mixed_types(exc):
+            raise
+    with duckdb.connect() as con:
+        return [str(row[0]) for row in con.execute(_JSONL_COLUMNS, [str(file)]).fetchall()]
+
+
+def _jsonl_chunks(table_file: TableFile) -> Iterator[pa.Table]:
+    """The file's rows as text. Arrow infers one type per column and rejects a file whose column
+    changes type ("lots" after numbers); then the rows not yet read are read by DuckDB with every
+    column as text, so the odd values reach staging and are quarantined there with a reason."""
+    done = 0
+    try:
+        for batch in _jsonl_batches(table_file.path):
+            done += batch.num_rows
+            yield _as_text(batch)
+    except IcpInputError as exc:
+        if not _mixed_types(exc):
+            raise
+        log.info("%s: a column holds values of several types; read as text", table_file.display_name)
+        yield from _jsonl_as_text(table_file, skip=done)
+
+
+def _jsonl_as_text(table_file: TableFile, skip: int) -> Iterator[pa.Table]:
+    source = str(table_file.path)
+    with duckdb.connect() as con:
+        try:
+            columns = {str(row[0]): "VARCHAR" for row in con.execute(_JSONL_COLUMNS, [source]).fetchall()}
+            reader = con.sql(
+                "select * from read_json(?, format = 'newline_delimited', columns = ?) offset ?",
+                params=[source, columns, skip],
+            ).to_arrow_reader(BATCH_ROWS)
+            for batch in reader:
+                yield _as_text(batch)
+        except duckdb.Error as exc:
+            raise IcpInputError(f"{table_file.display_name}: not valid JSON lines ({exc})") from exc
+
+
+class _NotText(ValueError):
+    """A column whose values cannot be read as text (bytes that are not UTF-8)."""
+
+    def __init__(self, column: str, reason: str) -> None:
+        super().__init__(reason)
+        self.column = column
+
+
 def _as_text(batch: pa.RecordBatch | pa.Table) -> pa.Table:
     """Every column as nullable text, empty strings as null, names normalized."""
     table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
     columns = []
-    for column in table.columns:
+    for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_nested(column.type):
             text = pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
         elif column.type != pa.string():
-            text = pc.cast(column, pa.string())
+            try:
+                text = pc.cast(column, pa.string())
+            except pa.ArrowInvalid as exc:
+                raise _NotText(name, str(exc)) from exc
         else:
             text = column
         columns.append(pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text))
     return pa.table(columns, names=[normalize_column_name(name) for name in table.column_names])
 
 
-def _csv_chunks(table_file: TableFile, malformed: list[str], start: int = 0) -> Iterator[pa.Table]:
-    """The file's rows; from byte `start` on (a line start after the header), the lines there."""
+@dataclass
+class ReadReport:
+    """How the lines of the part of a file read became rows: what makes a short count visible.
+
+    `lines` counts physical lines after the header (CSV only, else None). Each is a row, a
+    malformed line (kept for quarantine), or a line break inside a quoted value or a blank line.
+    """
+
+    lines: int | None = None
+    rows: int = 0
+    malformed: int = 0
+    resynchronised: int = 0  # rows of several lines merged by unbalanced quotes, read again by line
+
+    @property
+    def unexplained(self) -> int:
+        """Lines that are neither rows nor malformed lines: quoted line breaks or blank lines."""
+        return 0 if self.lines is None else self.lines - self.rows - self.malformed
+
+    def describe(self) -> str:
+        """`1,500 lines: 1 malformed line kept for quarantine`, or "" when every line is a row."""
+        notes = []
+        if self.malformed:
+            notes.append(
+                f"{self.malformed:,} malformed line{'s' * (self.malformed != 1)} kept for quarantine"
+            )
+        if self.resynchronised:
+            notes.append(f"{self.resynchronised:,} unbalanced quote(s) read again from each line start")
+        if self.unexplained:
+            notes.append(f"{self.unexplained:,} line break(s) inside quoted values or blank lines")
+        if not notes:
+            return ""
+        return (f"{self.lines:,} lines: " if self.lines is not None else "") + ", ".join(notes)
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE_BREAK_BYTE = re.compile(rb"[\r\n]")
+
+
+class _LineCounter(io.RawIOBase):
+    """A binary file that counts the physical lines (LF, CRLF or bare CR) of what is read through it.
+
+    Arrow reads the file in large blocks through it, so counting costs one scan per block.
+    Non-ASCII-compatible encodings (UTF-16) are decoded to count, since their line-break bytes
+    can also occur inside other characters.
+    """
+
+    def __init__(self, handle: BinaryIO, encoding: str) -> None:
+        super().__init__()
+        self._handle = handle
+        self._decoder = codecs.getincrementaldecoder(encoding)() if encoding in WIDE_ENCODINGS else None
+        self.breaks = 0
+        self.quoted = False  # a quote seen: only then can a value hold a line break
+        self._tail: str | bytes = ""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        block = self._handle.read(size)
+        if block:
+            self._count(self._decoder.decode(block) if self._decoder else block)
+        return block
+
+    def readinto(self, buffer: Any) -> int:
+        block = self.read(len(buffer))
+        buffer[: len(block)] = block
+        return len(block)
+
+    def _count(self, block: str | bytes) -> None:
+        lf, cr, quote = ("\n", "\r", '"') if isinstance(block, str) else (b"\n", b"\r", b'"')
+        self.breaks += block.count(lf) + block.count(cr) - block.count(cr + lf)
+        self.quoted = self.quoted or quote in block
+        if self._tail == cr and block[:1] == lf:
+            self.breaks -= 1  # a CRLF split between two blocks
+        self._tail = block[-1:]
+
+    @property
+    def lines(self) -> int:
+        """Physical lines read: every line break, and a last line without one."""
+        ends_a_line = self._tail in ("", "\n", "\r", b"\n", b"\r")
+        return self.breaks + (0 if ends_a_line else 1)
+
+
+def _split_first_line(text: str) -> tuple[str, str]:
+    parts = _LINE_BREAK.split(text, maxsplit=1)
+    return parts[0], (parts[1] if len(parts) > 1 else "")
+
+
+def _parse_csv(
+    source: BinaryIO, encoding: str, columns: list[str], has_header: bool, spans: list[str]
+) -> Iterator[pa.Table]:
+    """Arrow's CSV reader over `source`, every column as text; rows it cannot parse are appended
+    to `spans` as text."""
 
     def keep_malformed(row: pacsv.InvalidRow) -> str:
-        malformed.append(row.text)
+        spans.append(row.text)
         return "skip"
 
-    original = table_file.original_columns
+    reader = pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(
+            encoding=encoding, block_size=CSV_BLOCK_BYTES, column_names=None if has_header else columns
+        ),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_malformed),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in columns},
+            strings_can_be_null=True,
+            null_values=[""],
+        ),
+    )
+    for batch in reader:
+        yield _as_text(batch)
+
+
+def _holds_line_break(table: pa.Table) -> bool:
+    """Whether any value may hold a line break: a scan of the text bytes, no copy per value."""
+    for column in table.columns:
+        for chunk in column.chunks:
+            data = chunk.buffers()[2]
+            if data is not None and _LINE_BREAK_BYTE.search(memoryview(data)):
+                return True
+    return False
+
+
+def _split_merged_rows(table: pa.Table, spans: list[str]) -> pa.Table:
+    """The rows of `table` that are rows; lines merged into one by unbalanced quotes go to `spans`.
+
+    A value that swallowed lines up to a second stray quote can leave a row with the right number
+    of fields. It then holds every delimiter of the fields it swallowed: at least as many as a
+    line has (columns - 1), plus a line break. Such a row is given back as the text of its lines,
+    rebuilt from its fields (the stray quotes are gone), to be parsed again line by line. A quoted
+    value with line breaks and fewer delimiters (an address, a note) is a value.
+    """
+    merged = pa.array(np.zeros(table.num_rows, dtype=bool))
+    delimiters_in_a_line = table.num_columns - 1
+    for column in table.columns:
+        breaks = pc.fill_null(pc.match_substring_regex(column, _LINE_BREAK.pattern), False)
+        many = pc.fill_null(pc.greater_equal(pc.count_substring(column, ","), delimiters_in_a_line), False)
+        merged = pc.or_(merged, pc.and_(breaks, many))
+    if not pc.any(merged).as_py():
+        return table
+    for row in table.filter(merged).to_pylist():
+        spans.append(",".join(_as_field(value) for value in row.values()))
+    return table.filter(pc.invert(merged))
+
+
+def _as_field(value: str | None) -> str:
+    """A value written back as a CSV field: quoted where it holds a delimiter or a quote, unless it
+    holds line breaks (the swallowed lines, which must be split again)."""
+    if value is None:
+        return ""
+    if _LINE_BREAK.search(value) or ("," not in value and '"' not in value):
+        return value
+    return '"' + value.replace('"', '""') + '"'
+
+
+def _csv_chunks(
+    table_file: TableFile, malformed: list[str], start: int = 0, report: ReadReport | None = None
+) -> Iterator[pa.Table]:
+    """The file's rows; from byte `start` on (a line start after the header), the lines there.
+
+    Quoted values may hold line breaks, so an unbalanced quote makes Arrow read every line up to
+    the next quote as one value of one bad row (one stray quote in a name swallowed 1,400 accounts),
+    or of one row that looks whole (see `_split_merged_rows`). The lines of such a row are parsed
+    again from their line starts, the first line alone, until each line is a row or a malformed
+    line of its own: an unbalanced quote costs at most the line it is on.
+    """
+    original = list(table_file.original_columns)
+    spans: list[str] = []
     with table_file.path.open("rb") as handle:
         handle.seek(start)
-        reader = pacsv.open_csv(
-            handle,
-            read_options=pacsv.ReadOptions(
-                encoding=table_file.encoding,
-                block_size=CSV_BLOCK_BYTES,
-                column_names=list(original) if start else None,
-            ),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=keep_malformed),
-            convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in original},
-                strings_can_be_null=True,
-                null_values=[""],
-            ),
-        )
+        counter = _LineCounter(handle, table_file.encoding)
         try:
-            for batch in reader:
-                yield _as_text(batch)
+            for chunk in _parse_csv(counter, table_file.encoding, original, not start, spans):
+                yield (
+                    _split_merged_rows(chunk, spans) if counter.quoted and _holds_line_break(chunk) else chunk
+                )
+            while spans:
+                first, rest = _split_first_line(spans.pop(0))
+                if not rest:
+                    malformed.append(first)
+                    continue
+                if report is not None:
+                    report.resynchronised += 1
+                for lines in (first, rest):
+                    for chunk in _parse_csv(
+                        io.BytesIO(lines.encode("utf-8")), "utf-8", original, False, spans
+                    ):
+                        yield _split_merged_rows(chunk, spans) if _holds_line_break(chunk) else chunk
         except pa.ArrowInvalid as exc:
             raise IcpInputError(f"{table_file.display_name}: unreadable CSV ({exc})") from exc
+    if report is not None:
+        report.lines = counter.lines - (0 if start else _header_lines(original))
 
 
-def _raw_chunks(table_file: TableFile, malformed: list[str], start: int = 0) -> Iterator[pa.Table]:
+def _header_lines(columns: list[str]) -> int:
+    """Physical lines the header takes (a quoted column name may hold a line break)."""
+    return 1 + sum(len(_LINE_BREAK.findall(name)) for name in columns)
+
+
+def _raw_chunks(
+    table_file: TableFile, malformed: list[str], start: int = 0, report: ReadReport | None = None
+) -> Iterator[pa.Table]:
     suffix = table_file.path.suffix
-    if suffix == ".csv":
-        yield from _csv_chunks(table_file, malformed, start)
-    elif suffix == ".parquet":
-        for batch in pq.ParquetFile(table_file.path).iter_batches(batch_size=BATCH_ROWS):
-            yield _as_text(batch)
-    else:
-        for batch in _jsonl_batches(table_file.path):
-            yield _as_text(batch)
+    try:
+        if suffix == ".csv":
+            yield from _csv_chunks(table_file, malformed, start, report)
+        elif suffix == ".parquet":
+            for batch in pq.ParquetFile(table_file.path).iter_batches(batch_size=BATCH_ROWS):
+                yield _as_text(batch)
+        else:
+            yield from _jsonl_chunks(table_file)
+    except _NotText as exc:
+        raise IcpInputError(
+            f"{table_file.display_name}: column '{exc.column}' holds bytes that are not UTF-8 text ({exc})"
+        ) from exc
 
 
 def raw_key(table: pa.Table, key_columns: tuple[str, ...]) -> pa.Array:
@@ -313,21 +576,27 @@ def _malformed_table(table_file: TableFile, lines: list[str]) -> pa.Table:
     return pa.table(columns)
 
 
-def iter_identified_chunks(table_file: TableFile, start: int = 0) -> Iterator[pa.Table]:
+def iter_identified_chunks(
+    table_file: TableFile, start: int = 0, report: ReadReport | None = None
+) -> Iterator[pa.Table]:
     """Chunks of one table file as text with `_raw_key` and `_row_hash`; malformed lines come last.
 
     `start`: read a CSV from that byte on, a line start after the header (the lines appended to
-    a file loaded before).
+    a file loaded before). `report`: filled with how the lines read became rows.
     """
     malformed: list[str] = []
     key = table_file.contract.primary_key
+    report = report if report is not None else ReadReport()
     yielded = False
-    for chunk in _raw_chunks(table_file, malformed, start):
+    for chunk in _raw_chunks(table_file, malformed, start, report):
         if chunk.num_rows:
             yielded = True
+            report.rows += chunk.num_rows
             yield with_identity(chunk, key)
+    report.malformed = len(malformed)
+    if report.describe():
+        log.warning("%s: %s", table_file.display_name, report.describe())
     if malformed:
-        log.warning("%s: %d malformed line(s) kept for quarantine", table_file.display_name, len(malformed))
         yield with_identity(_malformed_table(table_file, malformed), key)
     elif not yielded:
         # A header-only file still yields one (empty) chunk, so callers that concatenate get a table.
