@@ -5,10 +5,11 @@ A typo in `icp.yaml` is an error, not a silently ignored key: ops teams edit thi
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
 import string
-import warnings
 import zoneinfo
 from collections.abc import Iterable
 from pathlib import Path
@@ -591,8 +592,9 @@ def load_config(config_path: str | Path | None = None) -> IcpConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
         raise IcpConfigError(
-            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} on line {line}); save it as UTF-8"
         ) from exc
     except OSError as exc:
         raise IcpConfigError(f"{path}: cannot be read ({exc.strerror or exc.__class__.__name__})") from exc
@@ -608,6 +610,12 @@ def load_config(config_path: str | Path | None = None) -> IcpConfig:
         raise IcpConfigError(f"{path}: {validation_error_line(exc)}") from exc
 
 
+@functools.cache
+def _warn_once(message: str) -> None:
+    """Once per process, though several modules build their definitions from the config."""
+    logging.getLogger(__name__).warning(message)
+
+
 def config_or_defaults() -> tuple[IcpConfig, IcpConfigError | None]:
     """The config Dagster's definitions are built with when the code location is imported.
 
@@ -618,7 +626,7 @@ def config_or_defaults() -> tuple[IcpConfig, IcpConfigError | None]:
     try:
         return load_config(), None
     except IcpConfigError as exc:
-        warnings.warn(f"Dagster definitions built with default settings: {exc}", stacklevel=1)
+        _warn_once(f"Dagster definitions built with default settings: {exc}")
         return IcpConfig(), exc
 
 
