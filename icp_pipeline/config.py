@@ -5,22 +5,81 @@ A typo in `icp.yaml` is an error, not a silently ignored key: ops teams edit thi
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
+import string
+import zoneinfo
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from icp_pipeline.contracts.spec import CANONICAL_TABLES
 from icp_pipeline.errors import IcpConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORK_DIR_NAME = ".icp"
 
 
+# The traits a points override or a written criterion can name, besides `icp.custom_columns`
+# (profile/traits.py SINGLE_TRAITS + TECHNOLOGY; not imported: that pulls in pandas and pyarrow).
+BUILT_IN_TRAITS: tuple[str, ...] = (
+    "industry",
+    "employee_band",
+    "revenue_band",
+    "country",
+    "company_age_band",
+    "funding_stage",
+    "technology",
+)
+Share = Annotated[float, Field(ge=0, le=1)]
+Days = Annotated[int, Field(ge=0)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _listed(names: Iterable[str]) -> str:
+    return ", ".join(names)
+
+
+def _unknown_trait(trait: str, custom_columns: Iterable[str]) -> str | None:
+    known = (*BUILT_IN_TRAITS, *custom_columns)
+    if trait in known:
+        return None
+    return f"unknown trait {trait!r}; traits: {_listed(known)} (more through icp.custom_columns)"
+
+
+def _url_template(template: str | None, placeholders: tuple[str, ...]) -> str | None:
+    """A link template is formatted with `placeholders` only; anything else fails, so fail at load."""
+    if template is None:
+        return None
+    known = _listed("{" + name + "}" for name in placeholders)
+    try:
+        named = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        raise ValueError(f"not a valid template ({exc}); placeholders: {known}") from exc
+    unknown = [name for name in named if re.split(r"[.\[]", name, maxsplit=1)[0] not in placeholders]
+    if unknown:
+        raise ValueError(f"unknown placeholder {{{unknown[0]}}}; placeholders: {known}")
+    try:
+        template.format(**dict.fromkeys(placeholders, "x"))
+    except (AttributeError, IndexError, KeyError, ValueError) as exc:
+        raise ValueError(f"cannot be filled in ({exc}); placeholders: {known}") from exc
+    return template
 
 
 class StageMapping(_Section):
@@ -31,16 +90,34 @@ class StageMapping(_Section):
     """
 
     won: tuple[str, ...] = ("closed won", "won")
-    lost: tuple[str, ...] = ("closed lost", "lost")
-    open: tuple[str, ...] = (
-        "prospecting",
-        "qualification",
-        "discovery",
-        "demo",
-        "proposal",
-        "negotiation",
-        "open",
+    lost: tuple[str, ...] = Field(default=("closed lost", "lost"), validate_default=True)
+    open: tuple[str, ...] = Field(
+        default=(
+            "prospecting",
+            "qualification",
+            "discovery",
+            "demo",
+            "proposal",
+            "negotiation",
+            "open",
+        ),
+        validate_default=True,
     )
+
+    @field_validator("lost", "open")
+    @classmethod
+    def _listed_once(cls, names: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        """A stage in two lists is read as the first (a lost stage also listed as won counts as won)."""
+        for earlier in ("won", "lost"):
+            if earlier == info.field_name:
+                break
+            taken = {name.lower() for name in info.data.get(earlier, ())}
+            twice = [name for name in names if name.lower() in taken]
+            if twice:
+                raise ValueError(
+                    f"stage {twice[0]!r} is listed under both {earlier} and {info.field_name}; list each stage once"
+                )
+        return names
 
     @property
     def known(self) -> tuple[str, ...]:
@@ -50,8 +127,17 @@ class StageMapping(_Section):
 class ContractOverrides(_Section):
     """Per-table overrides of contract thresholds, for teams whose feeds arrive less often."""
 
-    max_bad_share: dict[str, float] = Field(default_factory=dict)
-    freshness_days: dict[str, int] = Field(default_factory=dict)
+    max_bad_share: dict[str, Share] = Field(default_factory=dict)
+    freshness_days: dict[str, Days] = Field(default_factory=dict)
+
+    @field_validator("max_bad_share", "freshness_days")
+    @classmethod
+    def _canonical_tables(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        """An override naming no canonical table claims a threshold that nothing applies."""
+        unknown = [table for table in overrides if table not in CANONICAL_TABLES]
+        if unknown:
+            raise ValueError(f"unknown table {unknown[0]!r}; tables: {_listed(CANONICAL_TABLES)}")
+        return overrides
 
 
 class ScheduleConfig(_Section):
@@ -59,6 +145,27 @@ class ScheduleConfig(_Section):
 
     cron: str = "0 2 * * *"
     timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _dagster_cron(cls, cron: str) -> str:
+        """Checked as Dagster checks it when the schedule is built (5 fields, no 30 February)."""
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not is_valid_cron_string(cron):
+            raise ValueError(f"not a cron expression Dagster accepts: {cron!r} (5 fields, e.g. '0 2 * * *')")
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana_timezone(cls, timezone: str) -> str:
+        if timezone in ("UTC", "utc"):
+            return timezone
+        try:
+            zoneinfo.ZoneInfo(timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {timezone!r} (an IANA name such as Europe/Berlin)") from None
+        return timezone
 
 
 class Criterion(_Section):
@@ -83,15 +190,39 @@ class ProfileConfig(_Section):
     min_closed_with: int = Field(default=30, ge=1)
     min_won_with: int = Field(default=5, ge=0)
     alpha: float = Field(default=0.05, gt=0, lt=1)
-    must_have_min_win_rate_lift: float = 1.3
-    hard_no_max_win_rate_ratio: float = 0.35
-    cold_start_min_closed: int = 50
+    must_have_min_win_rate_lift: float = Field(default=1.3, ge=1)
+    hard_no_max_win_rate_ratio: float = Field(default=0.35, ge=0, le=1)
+    cold_start_min_closed: int = Field(default=50, ge=0)
     l2: float = Field(default=2.0, gt=0)
     custom_columns: tuple[str, ...] = ()
     written: WrittenIcp | None = None
     points: dict[str, int] = Field(default_factory=dict)
-    cac: float | None = None
+    cac: float | None = Field(default=None, gt=0)
     gross_margin: float = Field(default=0.8, gt=0, le=1)
+
+    @field_validator("written")
+    @classmethod
+    def _written_traits_known(cls, written: WrittenIcp | None, info: ValidationInfo) -> WrittenIcp | None:
+        """A criterion on an unknown trait is audited as unsupported and never scores a cold start."""
+        for section in ("must_have", "nice_to_have", "hard_no"):
+            for number, criterion in enumerate(getattr(written, section, ())):
+                problem = _unknown_trait(criterion.trait, info.data.get("custom_columns", ()))
+                if problem:
+                    raise ValueError(f"{section}[{number}]: {problem}")
+        return written
+
+    @field_validator("points")
+    @classmethod
+    def _points_name_traits(cls, points: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        """`"trait=value"`: an override on an unknown trait matches no row and changes nothing."""
+        for key in points:
+            trait, equals, value = key.partition("=")
+            if not equals or not trait.strip() or not value.strip():
+                raise ValueError(f"{key!r} is not 'trait=value' (e.g. 'industry=Software')")
+            problem = _unknown_trait(trait.strip(), info.data.get("custom_columns", ()))
+            if problem:
+                raise ValueError(f"{key!r}: {problem}")
+        return points
 
 
 class TierConfig(_Section):
@@ -101,10 +232,24 @@ class TierConfig(_Section):
     B: int | None = Field(default=None, ge=0, le=100)
     C: int | None = Field(default=None, ge=0, le=100)
 
+    @field_validator("B", "C")
+    @classmethod
+    def _below_higher_tiers(cls, cutoff: int | None, info: ValidationInfo) -> int | None:
+        """Out-of-order cut-offs would be clamped in scoring, silently emptying a tier."""
+        if cutoff is None:
+            return cutoff
+        for higher in ("A", "B"):
+            if higher == info.field_name:
+                break
+            above = info.data.get(higher)
+            if above is not None and cutoff >= above:
+                raise ValueError(f"{cutoff} is not below {higher} ({above}); cut-offs must fall from A to C")
+        return cutoff
+
 
 class FundingTrigger(_Section):
     window_days: int = Field(default=90, ge=1)
-    min_amount_usd: float = 0.0
+    min_amount_usd: float = Field(default=0.0, ge=0)
 
 
 class HiringSurgeTrigger(_Section):
@@ -130,7 +275,7 @@ class ObservationTrigger(_Section):
     """Change between two firmographic observations, the later one inside the window."""
 
     window_days: int = Field(default=60, ge=1)
-    min_growth: float = 0.2
+    min_growth: float = Field(default=0.2, ge=0)
     watch: tuple[str, ...] = ()
 
 
@@ -148,10 +293,10 @@ class ChannelConfig(_Section):
     kind: str = Field(default="outbox", pattern="^(outbox|slack|webhook)$")
     url_env: str | None = None
     path: Path | None = None
-    timeout_s: float | None = None
-    max_attempts: int | None = None
-    backoff_s: float | None = None
-    max_retry_after_s: float | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_attempts: int | None = Field(default=None, ge=1)
+    backoff_s: float | None = Field(default=None, ge=0)
+    max_retry_after_s: float | None = Field(default=None, ge=0)
 
 
 class AlertConfig(_Section):
@@ -166,6 +311,11 @@ class AlertConfig(_Section):
     crm_url_template: str | None = None
     max_pending_age_hours: int = Field(default=48, ge=1)
 
+    @field_validator("crm_url_template")
+    @classmethod
+    def _account_link(cls, template: str | None) -> str | None:
+        return _url_template(template, ("account_id",))
+
 
 class DriftConfig(_Section):
     """ICP drift monitoring: reference window, cohort minimums, thresholds (PSI 0.1 watch, 0.2 flag)."""
@@ -175,10 +325,20 @@ class DriftConfig(_Section):
     min_cohort_deals: int = Field(default=40, ge=1)
     min_cohort_wins: int = Field(default=8, ge=1)
     min_closed_share: float = Field(default=0.6, ge=0, le=1)
-    min_auc_drop: float = Field(default=0.05, ge=0)
-    min_tier_a_lift: float = 1.5
-    psi_watch: float = 0.1
-    psi_flag: float = 0.2
+    min_auc_drop: float = Field(default=0.05, ge=0, le=1)
+    min_tier_a_lift: float = Field(default=1.5, gt=0)
+    psi_watch: float = Field(default=0.1, ge=0)
+    psi_flag: float = Field(default=0.2, ge=0, validate_default=True)
+
+    @field_validator("psi_flag")
+    @classmethod
+    def _flag_above_watch(cls, psi_flag: float, info: ValidationInfo) -> float:
+        watch = info.data.get("psi_watch")
+        if watch is not None and psi_flag < watch:
+            raise ValueError(
+                f"{psi_flag} is below psi_watch ({watch}); a shift is watched before it is flagged"
+            )
+        return psi_flag
 
 
 class HttpRetry(_Section):
@@ -395,6 +555,11 @@ class OpsConfig(_Section):
     run_url_template: str | None = "http://127.0.0.1:3000/runs/{run_id}"
     sensor_interval_s: int = Field(default=30, ge=5)
 
+    @field_validator("run_url_template")
+    @classmethod
+    def _run_link(cls, template: str | None) -> str | None:
+        return _url_template(template, ("run_id",))
+
 
 class IcpConfig(_Section):
     """The whole of `icp.yaml`."""
@@ -422,8 +587,19 @@ def load_config(config_path: str | Path | None = None) -> IcpConfig:
         if explicit:
             raise IcpConfigError(f"config file not found: {path}")
         return IcpConfig()
+    if path.is_dir():
+        raise IcpConfigError(f"{path}: is a directory, not a YAML file")
     try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise IcpConfigError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} on line {line}); save it as UTF-8"
+        ) from exc
+    except OSError as exc:
+        raise IcpConfigError(f"{path}: cannot be read ({exc.strerror or exc.__class__.__name__})") from exc
+    try:
+        raw: Any = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise IcpConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
     if not isinstance(raw, dict):
@@ -431,9 +607,35 @@ def load_config(config_path: str | Path | None = None) -> IcpConfig:
     try:
         return IcpConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise IcpConfigError(f"{path}: {where}: {first['msg']}") from exc
+        raise IcpConfigError(f"{path}: {validation_error_line(exc)}") from exc
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    """Once per process, though several modules build their definitions from the config."""
+    logging.getLogger(__name__).warning(message)
+
+
+def config_or_defaults() -> tuple[IcpConfig, IcpConfigError | None]:
+    """The config Dagster's definitions are built with when the code location is imported.
+
+    A broken `icp.yaml` must not stop the code location from loading (its schedules, sensors and run
+    history would vanish from the UI): the definitions fall back to the defaults with a warning, and
+    every run then fails at its first step with the same one-line error, which the ops sensor reports.
+    """
+    try:
+        return load_config(), None
+    except IcpConfigError as exc:
+        _warn_once(f"Dagster definitions built with default settings: {exc}")
+        return IcpConfig(), exc
+
+
+def validation_error_line(exc: ValidationError) -> str:
+    """The first error as one line, `dotted.key: what is wrong`, for the CLI and the run log."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"] if part != "[key]")
+    message = " ".join(str(first["msg"]).removeprefix("Value error, ").split())
+    return f"{where}: {message}" if where else message
 
 
 def work_dir() -> Path:

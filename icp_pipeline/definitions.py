@@ -4,7 +4,7 @@ import dagster as dg
 from dagster_dlt import DagsterDltResource
 
 from icp_pipeline.alerts.assets import alerts, deliver_pending_alerts, pending_alerts_sensor
-from icp_pipeline.config import load_config
+from icp_pipeline.config import config_or_defaults
 from icp_pipeline.contracts.assets import staging_assets
 from icp_pipeline.drift.assets import drift_metrics_asset
 from icp_pipeline.ingest.assets import raw_file_drop
@@ -31,7 +31,8 @@ nightly_icp = dg.define_asset_job(
     tags=WAREHOUSE_WRITER,
 )
 
-_schedule = load_config().schedule
+_config, _config_error = config_or_defaults()
+_schedule = _config.schedule
 
 
 @dg.schedule(
@@ -40,6 +41,11 @@ _schedule = load_config().schedule
     execution_timezone=_schedule.timezone,
     default_status=dg.DefaultScheduleStatus.STOPPED,
     name="nightly_icp_schedule",
+    description=(
+        f"Default schedule, icp.yaml is invalid (runs fail until it is fixed): {_config_error}"
+        if _config_error
+        else None
+    ),
 )
 def nightly_icp_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Score as of the tick's own date, with everything the sources hold by then."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from icp_pipeline.config import load_config
+from icp_pipeline.config import config_or_defaults
 
 FIRST_AS_OF = "2020-01-01"
 
@@ -14,7 +14,7 @@ def daily_partitions(timezone: str) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=FIRST_AS_OF, timezone=timezone, end_offset=1)
 
 
-nightly_partitions = daily_partitions(load_config().schedule.timezone)
+nightly_partitions = daily_partitions(config_or_defaults()[0].schedule.timezone)
 
 # One run per as-of date, for every nightly asset alike (Dagster warns when policies differ).
 nightly_backfill = dg.BackfillPolicy.multi_run(1)

@@ -51,6 +51,43 @@ def test_bad_config_file_is_reported_before_running(
     assert "stages.wonn" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (
+            "stages:\n  won: [closed won, won]\n  lost: [closed won, lost]\n",
+            "stages.lost: stage 'closed won' is listed under both won and lost; list each stage once",
+        ),
+        (
+            'schedule: {cron: "0 2 * *"}\n',
+            "schedule.cron: not a cron expression Dagster accepts: '0 2 * *' (5 fields, e.g. '0 2 * * *')",
+        ),
+        (b"stages:\n  won: [gewonnen \xfc]\n", "not UTF-8 text (byte 0xfc on line 2); save it as UTF-8"),
+        (None, "is a directory, not a YAML file"),
+    ],
+)
+def test_a_config_that_would_change_results_stops_the_run_with_one_line(
+    content: str | bytes | None,
+    reason: str,
+    minimal_drop: Path,
+    tmp_path: Path,
+    dagster_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "icp.yaml"
+    if content is None:
+        config.mkdir()
+    elif isinstance(content, bytes):
+        config.write_bytes(content)
+    else:
+        config.write_text(content)
+    warehouse = tmp_path / "wh.duckdb"
+    args = ["run", "--source-dir", str(minimal_drop), "--warehouse", str(warehouse), "--config", str(config)]
+    assert main([*args, "--as-of", AS_OF]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"icp run: {config}: {reason}"]
+    assert not warehouse.exists()
+
+
 def test_invalid_as_of_is_rejected_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["run", "--as-of", "2025-02-30"])

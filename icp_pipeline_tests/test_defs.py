@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 
@@ -80,3 +84,26 @@ def test_every_asset_in_the_nightly_job_is_pinned() -> None:
         "icp/published",
         "icp/crm_writeback",
     }
+
+
+def test_definitions_load_with_an_invalid_config_and_name_the_error(tmp_path: Path) -> None:
+    """A bad cron in icp.yaml used to break the import, so the whole code location vanished from the UI.
+
+    Now the definitions are built with the default schedule, which names the error; runs fail on it.
+    """
+    config = tmp_path / "icp.yaml"
+    config.write_text('schedule: {cron: "0 2 * *", timezone: Mars/Olympus}\n')
+    probe = (
+        "from icp_pipeline.definitions import defs; "
+        "s = defs.resolve_schedule_def('nightly_icp_schedule'); "
+        "print(s.cron_schedule, s.execution_timezone); print(s.description)"
+    )
+    env = {**os.environ, "ICP_CONFIG": str(config), "DAGSTER_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reason = f"{config}: schedule.cron: not a cron expression Dagster accepts: '0 2 * *' (5 fields, e.g. '0 2 * * *')"
+    assert done.stdout.splitlines() == [
+        "0 2 * * * UTC",
+        f"Default schedule, icp.yaml is invalid (runs fail until it is fixed): {reason}",
+    ]
+    assert f"Dagster definitions built with default settings: {reason}" in done.stderr

@@ -51,7 +51,7 @@ def test_defaults_keep_the_file_drop() -> None:
         ("sources:\n  feeds: {weather: {base_url: 'https://x.example'}}\n", "sources.feeds.weather"),
         (
             "sources:\n  feeds: {funding_rounds: {base_url: 'https://x.example', auth: bearer}}\n",
-            "sources.feeds.funding_rounds: Value error, auth bearer needs token_env",
+            "sources.feeds.funding_rounds: auth bearer needs token_env",
         ),
     ],
 )

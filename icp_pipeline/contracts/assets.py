@@ -7,7 +7,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from icp_pipeline.config import contracts_dir, load_config
+from icp_pipeline.config import config_or_defaults, contracts_dir
 from icp_pipeline.contracts.spec import CANONICAL_TABLES, load_contracts
 from icp_pipeline.contracts.staging import FEED_TABLES, stage
 from icp_pipeline.errors import IcpContractError
@@ -15,7 +15,7 @@ from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.resources import IcpSettings, partition_date
 from icp_pipeline.warehouse import connect
 
-_CONTRACTS = load_contracts(contracts_dir(load_config()))
+_CONTRACTS = load_contracts(contracts_dir(config_or_defaults()[0]))
 
 # Staging order follows references: owners before accounts, accounts before what points at them.
 _UPSTREAM_STAGED: dict[str, list[str]] = {

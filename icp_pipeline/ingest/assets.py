@@ -9,7 +9,7 @@ import dagster as dg
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 
-from icp_pipeline.config import contracts_dir, load_config
+from icp_pipeline.config import config_or_defaults, contracts_dir
 from icp_pipeline.contracts.spec import load_contracts
 from icp_pipeline.dlt_settings import load_settings
 from icp_pipeline.ingest.file_drop import TableLoadStats, empty_source_for_specs, file_drop_pipeline, spool
@@ -18,7 +18,7 @@ from icp_pipeline.ingest.unchanged import record_loaded
 from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.resources import IcpSettings
 
-_CONTRACTS = load_contracts(contracts_dir(load_config()))
+_CONTRACTS = load_contracts(contracts_dir(config_or_defaults()[0]))
 
 
 class RawTableTranslator(DagsterDltTranslator):

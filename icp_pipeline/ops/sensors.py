@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from icp_pipeline.config import load_config
+from icp_pipeline.config import config_or_defaults
 from icp_pipeline.ops.notices import (
     FRESHNESS_WINDOW,
     failure_reason,
@@ -19,7 +19,7 @@ from icp_pipeline.resources import IcpSettings
 from icp_pipeline.runner import NIGHTLY_JOB
 from icp_pipeline.scoring.assets import SCORES
 
-_config = load_config()
+_config, _ = config_or_defaults()
 
 
 def _outbox(icp: IcpSettings) -> Path:
