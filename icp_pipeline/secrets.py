@@ -17,8 +17,9 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import quote, unquote, urlsplit
 
 MASK = "***"
-# Shorter values would mask ordinary words in messages; real tokens, keys and passwords are longer.
-MIN_SECRET_LENGTH = 4
+# Shorter values would mask ordinary words in messages; real tokens and keys are longer, and a short
+# password in a DSN is still caught by the `user:password@` and `password=` patterns.
+MIN_SECRET_LENGTH = 8
 # A URL path shorter than this is no secret ("/", "/hooks"); a Slack webhook path is about 60 chars.
 MIN_SECRET_PATH = 12
 
@@ -30,7 +31,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Authorization / Proxy-Authorization headers as echoed in text, JSON or a Python dict repr.
     (
         re.compile(
-            r"""(?i)(\b(?:proxy-)?authorization["']?\s*[:=]\s*["']?)(?:(?:bearer|basic|token)\s+)?[^\s"',}]+"""
+            r"""(?i)(\b(?:proxy-)?authorization["']?\s*[:=]\s*["']?)(?:(?:bearer|basic|token)\s+)?[^\s"',;}]+"""
         ),
         rf"\1{MASK}",
     ),
@@ -40,16 +41,16 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(
             r"(?i)([?&;\s\"']"
             r"(?:api[_-]?key|apikey|key|token|access[_-]?token|refresh[_-]?token|client[_-]?secret|secret"
-            r"|password|passwd|pwd|sig|signature|auth)=)[^&\s\"'<>]+"
+            r"|password|passwd|pwd|sig|signature|auth)=)[^&;,)\s\"'<>]+"
         ),
         rf"\1{MASK}",
     ),
     # Header-style keys (X-Api-Key: x) and key=value DSNs (password=x).
     (
-        re.compile(r"""(?i)(\b(?:x-)?api[_-]?key["']?\s*:\s*["']?)[^\s"',}]+"""),
+        re.compile(r"""(?i)(\b(?:x-)?api[_-]?key["']?\s*:\s*["']?)[^\s"',;}]+"""),
         rf"\1{MASK}",
     ),
-    (re.compile(r"(?i)(\bpassword\s*=\s*)[^\s&;\"']+"), rf"\1{MASK}"),
+    (re.compile(r"(?i)(\bpassword\s*=\s*)[^\s&;,)\"']+"), rf"\1{MASK}"),
     # user:password@host in URLs and DSNs.
     (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@"), rf"\1{MASK}@"),
 )
@@ -70,22 +71,25 @@ def register(*values: str | None) -> None:
 def register_url(url: str | None) -> None:
     """Remember a URL that is itself a secret (a webhook) or holds one (a DSN's password, a key in the query).
 
-    The whole URL, its path and query (what a server echoes back: `POST /services/T0/B0/XXXX`), the
-    password of `user:password@` and every query value are registered.
+    A URL with `user:password@` (a DSN) registers the password, so host and database still show in
+    errors; any other URL is the secret as a whole, with its path and query (what a server echoes
+    back: `POST /services/T0/B0/XXXX`). Query values are registered either way.
     """
     text = (url or "").strip()
     if not text:
         return
-    register(text)
     try:
         parts = urlsplit(text)
+        password = parts.password
     except ValueError:
+        register(text)
         return
-    if parts.password:
-        register(parts.password, unquote(parts.password))
-    tail = parts.path + (f"?{parts.query}" if parts.query else "")
-    if len(parts.path) >= MIN_SECRET_PATH:
-        register(parts.path, tail)
+    if password:
+        register(password, unquote(password))
+    else:
+        register(text)
+        if len(parts.path) >= MIN_SECRET_PATH:
+            register(parts.path, parts.path + (f"?{parts.query}" if parts.query else ""))
     for pair in parts.query.split("&") if parts.query else []:
         _, _, value = pair.partition("=")
         register(value, unquote(value))

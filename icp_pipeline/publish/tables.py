@@ -151,8 +151,9 @@ def destination(config: PublishConfig) -> Destination:
     try:
         return Destination.from_reference(config.destination, credentials=credentials)
     except Exception as exc:  # dlt raises its own unknown-destination errors
-        # `from None`: Dagster stores the whole cause chain, and the driver's texts may hold the DSN.
-        raise IcpConfigError(scrub(f"publish.destination {config.destination!r}: {exc}")) from None
+        failure = scrub(f"publish.destination {config.destination!r}: {exc}")
+    # Raised outside the handler: Dagster and dlt keep an exception's context, whose text may hold the DSN.
+    raise IcpConfigError(failure)
 
 
 def publish_pipeline(config: PublishConfig, pipelines_dir: Path) -> dlt.Pipeline:
@@ -186,9 +187,11 @@ def publish(
         with load_settings():
             info = pipeline.run(resources)
     except Exception as exc:
-        # `from None`: Dagster stores the whole cause chain, and driver texts may carry the DSN.
-        raise IcpError(scrub(f"publishing to {config.destination} failed: {_first_line(exc)}")) from None
-    return stats, info.loads_ids[-1] if info.loads_ids else ""
+        failure = scrub(f"publishing to {config.destination} failed: {_first_line(exc)}")
+    else:
+        return stats, info.loads_ids[-1] if info.loads_ids else ""
+    # Raised outside the handler: Dagster and dlt keep an exception's context, whose text may hold the DSN.
+    raise IcpError(failure)
 
 
 def _first_line(exc: BaseException) -> str:
