@@ -61,12 +61,14 @@ class EchoServer:
                     self.rfile.read(length)
                 headers = dict(self.headers.items())
                 said = f"{self.command} {self.path} with headers {headers}"
+                # The credential it refused, as an API quoting it back would: bearer token or key header.
+                presented = headers.get("Authorization") or headers.get("api_key")
                 echo.seen.append(said)
                 body = json.dumps(
                     {
                         "status": "error",
                         "errorCode": "INVALID_SESSION_ID",
-                        "category": f"token {headers.get('Authorization')}",
+                        "category": f"refused {presented}",
                         "message": said,
                         "headers": headers,
                     }
@@ -216,7 +218,7 @@ def test_writeback_call_errors_hold_no_token(echo: EchoServer, crm: str) -> None
     assert_no_secret(exception_texts(failed.value), "the write-back error")
 
 
-def test_writeback_rejection_reasons_for_the_ledger_hold_no_token(echo: EchoServer) -> None:
+def test_writeback_rejection_reasons_for_the_ledger_hold_no_token() -> None:
     register(TOKEN)
     said = f"POST /x with headers {{'Authorization': 'Bearer {TOKEN}'}}"
 
