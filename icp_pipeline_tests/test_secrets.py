@@ -314,8 +314,32 @@ class Capture:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
-def test_icp_run_against_an_echoing_hubspot_leaks_the_token_nowhere(
-    minimal_drop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+FEED = {
+    "base_url": "",
+    "path": "v2/companies",
+    "auth": "api_key",
+    "token_env": "ICP_FIRMO_KEY",
+    "api_key_name": "api_key",
+    "api_key_location": "query",
+    "data_selector": "data",
+    "fields": {"domain": "domain", "observed_at": "as_of"},
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "secret", "endpoint"),
+    [
+        ("hubspot", TOKEN, "hubspot: POST /crm/v3/objects/companies/search"),
+        ("feed", FEED_KEY, "feed firmographics: GET /v2/companies"),
+    ],
+)
+def test_icp_run_against_an_echoing_api_leaks_the_secret_nowhere(
+    source: str,
+    secret: str,
+    endpoint: str,
+    minimal_drop: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -328,7 +352,11 @@ def test_icp_run_against_an_echoing_hubspot_leaks_the_token_nowhere(
         config_file.write_text(
             yaml.safe_dump(
                 {
-                    "sources": {"crm": {"kind": "hubspot", "base_url": echo.url, "retry": retry()}},
+                    "sources": (
+                        {"crm": {"kind": "hubspot", "base_url": echo.url, "retry": retry()}}
+                        if source == "hubspot"
+                        else {"feeds": {"firmographics": FEED | {"base_url": echo.url, "retry": retry()}}}
+                    ),
                     "alerts": {"channels": [{"kind": "webhook", "max_attempts": 1}]},
                 }
             )
@@ -338,6 +366,7 @@ def test_icp_run_against_an_echoing_hubspot_leaks_the_token_nowhere(
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
             "DAGSTER_HOME": str(home),
             "ICP_HUBSPOT_TOKEN": TOKEN,
+            "ICP_FIRMO_KEY": FEED_KEY,
             "ICP_ALERT_WEBHOOK_URL": capture.url,
         }
         started = time.perf_counter()
@@ -360,16 +389,18 @@ def test_icp_run_against_an_echoing_hubspot_leaks_the_token_nowhere(
             text=True,
             timeout=300,
         )
-        print(f"icp run against the echo: {time.perf_counter() - started:.1f} s")
+        print(f"icp run against the echo ({source}): {time.perf_counter() - started:.1f} s")
     assert finished.returncode == 1, finished.stderr
-    assert any(TOKEN in said for said in echo.seen), "the server did echo the token"
+    assert any(secret in said for said in echo.seen), "the server did echo the secret"
     last = finished.stderr.strip().splitlines()[-1]
-    assert last.startswith("icp run failed: hubspot: POST /crm/v3/objects/companies/search: HTTP 401"), last
-    assert "ICP_HUBSPOT_TOKEN" in last
-    assert TOKEN not in finished.stderr and TOKEN not in finished.stdout
-    assert files_holding(warehouse_dir, TOKEN) == []
-    assert files_holding(home, TOKEN) == []
-    assert any((home / "storage").rglob("*.db")) or any(home.rglob("*.db")), "the run storage was written"
+    assert last.startswith(f"icp run failed: {endpoint}: HTTP 401"), last
+    assert ("ICP_HUBSPOT_TOKEN" if source == "hubspot" else "ICP_FIRMO_KEY") in last
+    assert secret not in finished.stderr and secret not in finished.stdout
+    assert files_holding(warehouse_dir, secret) == []
+    assert files_holding(home, secret) == []
+    # The grep reached the stores that do hold the error: run storage, compute logs, dlt's trace.
+    holding = {Path(path).name for path in files_holding(tmp_path, f"{endpoint}: HTTP 401")}
+    assert {"index.db", "trace.pickle"} <= holding and any(name.endswith(".err") for name in holding)
 
     # The ops notice the run-failure sensor sends, built from the stored step failure.
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -382,12 +413,12 @@ def test_icp_run_against_an_echoing_hubspot_leaks_the_token_nowhere(
             for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
         ]
     step, reason, expected = failure_reason(failures)
-    assert expected and "HTTP 401" in reason and TOKEN not in reason
+    assert expected and "HTTP 401" in reason and secret not in reason
     notice = run_failure_notice(run.job_name, run.run_id, step, reason, None, dt.datetime.now(dt.UTC))
     config = IcpConfig.model_validate(yaml.safe_load(config_file.read_text()))
     sent = send_ops(config, tmp_path, notice, logging.getLogger(__name__))
     assert sent["webhook"].status == "sent"
     capture.httpd.shutdown()
     ops_text = b"\n".join(capture.bodies).decode()
-    assert "HTTP 401" in ops_text and "/crm/v3/objects/companies/search" in ops_text
-    assert TOKEN not in ops_text
+    assert f"{endpoint}: HTTP 401" in ops_text
+    assert secret not in ops_text
