@@ -38,7 +38,10 @@ def _positive(value: str) -> int:
 
 
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """One line to stderr, scrubbed of secrets: the last net before an operator's terminal or a CI log."""
+    from icp_pipeline.secrets import scrub
+
+    print(scrub(message), file=sys.stderr, flush=True)
 
 
 def prepare_dagster_home() -> Path:
@@ -209,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from icp_pipeline.secrets import register_environment
+
     args = build_parser().parse_args(argv)
+    register_environment(os.environ)
     try:
         return int(args.handler(args))
     except IcpError as exc:

@@ -10,6 +10,7 @@ import pytest
 from dagster_dlt import DagsterDltResource
 
 from icp_pipeline.resources import IcpSettings
+from icp_pipeline.secrets import forget_all
 
 AS_OF = "2026-11-01"
 
@@ -28,10 +29,11 @@ O3,A3,Proposal,7000,2026-09-01,,2026-10-25T00:00:00
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads the developer's icp.yaml, warehouse or Dagster home."""
+    """No test reads the developer's icp.yaml, warehouse or Dagster home, nor another test's secrets."""
     for name in ("ICP_SOURCE_DIR", "ICP_WAREHOUSE", "ICP_CONFIG", "DAGSTER_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
+    forget_all()
 
 
 @pytest.fixture

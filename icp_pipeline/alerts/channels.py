@@ -2,7 +2,9 @@
 
 The outbox is the default so the demo works offline. The two HTTP channels share one delivery
 routine (timeout, bounded retries, Retry-After) that never puts the URL into an error or a log
-line: a Slack webhook URL *is* the secret, and requests' exception texts contain it.
+line: a Slack webhook URL *is* the secret, and requests' exception texts contain it. The URL and
+any extra header values are registered with `icp_pipeline.secrets`, and every failure reason is
+scrubbed, so a server that echoes the request cannot put them into the ledger or a log.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Literal, Protocol
 import requests
 
 from icp_pipeline.retries import retry_after_seconds
+from icp_pipeline.secrets import register, register_url, scrub
 
 logger = logging.getLogger(__name__)
 
@@ -354,7 +357,8 @@ def _item_name(message: AlertMessage | Digest) -> str:
 
 
 def _failed(channel: str, attempts: int, error: str, item: str) -> DeliveryResult:
-    """The one warning per failed delivery; `error` is already free of URLs and tokens."""
+    """The one warning per failed delivery; `error` is scrubbed of URLs and tokens."""
+    error = scrub(error)
     logger.warning("%s: delivery of %s failed: %s", channel, item, error)
     return DeliveryResult("failed", attempts, error)
 
@@ -467,6 +471,8 @@ class _HttpSender:
         self._channel, self._url, self._policy, self._sleep = channel, url, policy, sleep
         self._headers = {"Content-Type": "application/json; charset=utf-8", **dict(headers or {})}
         self._session = session or requests.Session()
+        register_url(url)
+        register(*(value for name, value in self._headers.items() if name.lower() != "content-type"))
 
     def post(self, payload: Mapping[str, Any], item: str) -> DeliveryResult:
         body = json.dumps(payload, default=str, ensure_ascii=False).encode("utf-8")
@@ -648,6 +654,7 @@ def _url_from_env(kind: str, settings: Mapping[str, Any], env: Mapping[str, str]
         raise ValueError(f"{kind} channel: environment variable {variable} is not set")
     if not url.lower().startswith(("https://", "http://")):
         raise ValueError(f"{kind} channel: environment variable {variable} does not hold an http(s) URL")
+    register_url(url)
     return url
 
 

@@ -5,7 +5,9 @@ is handled the same way everywhere: a 429 waits what `Retry-After` asks (a wait 
 fails at once instead of stalling the night), a 5xx or a dropped connection backs off
 exponentially, and after the last attempt the caller gets one line naming the source, the
 endpoint path and the status. Messages never carry a query string or a token: an API key may
-travel in the query, and requests' own exception texts include the full URL.
+travel in the query, and requests' own exception texts include the full URL. A server that echoes
+the request (its Authorization header, the query) in its error body is scrubbed too: every message
+is built through `icp_pipeline.secrets.scrub`, and `require_env` registers each secret it reads.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import requests
 from icp_pipeline.config import HttpRetry
 from icp_pipeline.errors import IcpConfigError, IcpInputError
 from icp_pipeline.retries import retry_after_seconds
+from icp_pipeline.secrets import register, scrub
 
 Sleep = Callable[[float], None]
 RETRYABLE_EXCEPTIONS = (requests.ConnectionError, requests.Timeout)
@@ -107,11 +110,14 @@ class RetryingSession(requests.Session):
         return asked
 
 
-def require_env(env: Mapping[str, str], name: str, what: str) -> str:
-    """A secret or URL from the environment; missing is a config error naming the variable only."""
+def require_env(env: Mapping[str, str], name: str, what: str, secret: bool = True) -> str:
+    """A secret (registered for `scrub`) or a URL from the environment; missing is a config error
+    naming the variable only."""
     value = env.get(name, "").strip()
     if not value:
         raise IcpConfigError(f"{what}: environment variable {name} is not set")
+    if secret:
+        register(value)
     return value
 
 
@@ -141,7 +147,8 @@ def _server_message(response: requests.Response) -> str:
     if not isinstance(first, dict):
         return ""
     parts = [str(first[key]) for key in ("errorCode", "category", "message") if first.get(key)]
-    return ": ".join(parts)[:200]
+    # Scrub before clipping, so a clipped secret cannot slip past as an unrecognised prefix.
+    return scrub(": ".join(parts))[:200]
 
 
 def describe_status(response: requests.Response, policy: RetryPolicy, auth_hint: str) -> str:
@@ -208,10 +215,11 @@ class JsonApi:
         try:
             response = self.session.request(method, url, **kwargs)
         except requests.RequestException as exc:
-            raise IcpInputError(f"{where}: {describe_exception(exc)}") from None
+            raise IcpInputError(scrub(f"{where}: {describe_exception(exc)}")) from None
         if response.status_code >= 400:
-            raise IcpInputError(f"{where}: {describe_status(response, self.policy, self.auth_hint)}")
+            reason = describe_status(response, self.policy, self.auth_hint)
+            raise IcpInputError(scrub(f"{where}: {reason}"))
         try:
             return response.json()
         except ValueError as exc:
-            raise IcpInputError(f"{where}: {describe_exception(exc)}") from None
+            raise IcpInputError(scrub(f"{where}: {describe_exception(exc)}")) from None

@@ -35,6 +35,7 @@ from icp_pipeline.ingest.api_client import (
 )
 from icp_pipeline.ingest.api_tables import api_stats, raw_api_resource, raw_chunk, rows_of, text_table
 from icp_pipeline.ingest.file_drop import TableLoadStats
+from icp_pipeline.secrets import scrub
 
 CHUNK_RECORDS = 5_000
 _QUERY = re.compile(r"\?\S*")
@@ -92,7 +93,11 @@ def rest_api_config(
 
 
 def _failure(table: str, feed: RestFeedConfig, exc: BaseException, policy: RetryPolicy) -> str:
-    """One line for a failed feed read: the innermost HTTP or JSON cause, never a URL's query."""
+    """One line for a failed feed read: the innermost HTTP or JSON cause, never a URL's query or a secret."""
+    return scrub(_failure_line(table, feed, exc, policy))
+
+
+def _failure_line(table: str, feed: RestFeedConfig, exc: BaseException, policy: RetryPolicy) -> str:
     where = (
         f"feed {table}: {feed.method} {endpoint_of(feed.base_url.rstrip('/') + '/' + feed.path.lstrip('/'))}"
     )
@@ -141,6 +146,7 @@ def _feed_rows(
         buffer.clear()
         return raw_chunk(mapped, contract, label, loaded_at)
 
+    failure: str | None = None
     try:
         for record in provider:
             if not isinstance(record, Mapping):
@@ -151,7 +157,11 @@ def _feed_rows(
     except IcpError:
         raise
     except Exception as exc:
-        raise IcpInputError(_failure(table, feed, exc, policy)) from None
+        failure = _failure(table, feed, exc, policy)
+    if failure is not None:
+        # Raised outside the handler: dlt's trace follows even a suppressed context, and requests'
+        # HTTPError text holds the full URL, query key included.
+        raise IcpInputError(failure)
     if buffer:
         yield flush()
 

@@ -247,7 +247,9 @@ def salesforce_client(
     """A client from config and the environment; the token is read here and nowhere logged."""
     token_env = crm.token_env or TOKEN_ENV
     token = require_env(env, token_env, "sources.crm (salesforce)")
-    instance = crm.base_url or require_env(env, crm.instance_url_env, "sources.crm (salesforce instance URL)")
+    instance = crm.base_url or require_env(
+        env, crm.instance_url_env, "sources.crm (salesforce instance URL)", secret=False
+    )
     if not re.match(r"^https?://[^\s/]+", instance):
         raise IcpConfigError(f"sources.crm: {crm.instance_url_env} is not an http(s) URL")
     api = JsonApi(

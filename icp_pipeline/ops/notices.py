@@ -6,8 +6,10 @@ the team. Plain functions, so the rules are tested without a Dagster daemon.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -15,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from icp_pipeline.alerts.channels import AlertMessage, DeliveryResult
 from icp_pipeline.config import IcpConfig
+from icp_pipeline.secrets import register_environment, scrub, secret_env_names
 
 ICP_ERRORS = frozenset({"IcpError", "IcpInputError", "IcpConfigError", "IcpContractError"})
 FRESHNESS_WINDOW = dt.timedelta(hours=24)
@@ -62,10 +65,10 @@ def failure_reason(step_failures: Iterable[Any]) -> StepFailure:
             message = error.message.strip().splitlines()[0] if error.message.strip() else ""
             if error.cls_name in ICP_ERRORS:
                 prefix = f"{error.cls_name}: "
-                return StepFailure(event.step_key, message.split(prefix, 1)[-1], True)
+                return StepFailure(event.step_key, scrub(message.split(prefix, 1)[-1]), True)
             innermost = message or innermost
             error = error.cause
-        return StepFailure(event.step_key, innermost, False)
+        return StepFailure(event.step_key, scrub(innermost), False)
     return StepFailure(None, "the run failed before any step (see the Dagster run log)", False)
 
 
@@ -75,7 +78,7 @@ def run_failure_notice(
     """One message per failed run: job, failed step, the reason, and where to look."""
     link = url_template.format(run_id=run_id) if url_template else None
     where = f"step `{step}`" if step else "before any step"
-    text = f"Run {run_id[:8]} of `{job}` failed at {where}: {reason}"
+    text = f"Run {run_id[:8]} of `{job}` failed at {where}: {scrub(reason)}"
     if link:
         text += f"\n{link}"
     return ops_notice(f"run_failed|{run_id}", f"Nightly run failed: {job}", text, when.date().isoformat())
@@ -110,8 +113,17 @@ def late_notice(deadline: dt.datetime, last_success: dt.datetime | None, job: st
 def send_ops(
     config: IcpConfig, outbox_dir: Path, message: AlertMessage, log: Any
 ) -> Mapping[str, DeliveryResult]:
-    """Send through every configured alert channel; a channel without its secret is skipped."""
+    """Send through every configured alert channel; a channel without its secret is skipped.
+
+    The last net against leaks: the text is scrubbed of every secret the environment and config
+    name, since this may run in a process (the sensor) where no client has read them yet.
+    """
     from icp_pipeline.alerts.assets import build_channels
 
+    register_environment(os.environ, secret_env_names(config))
     channels = build_channels(config, outbox_dir, log)
+    evidence = {
+        key: scrub(value) if isinstance(value, str) else value for key, value in message.evidence.items()
+    }
+    message = dataclasses.replace(message, account_name=scrub(message.account_name), evidence=evidence)
     return {name: channel.send(message) for name, channel in channels.items()}

@@ -24,6 +24,7 @@ from dlt.extract.resource import DltResource
 from icp_pipeline.config import PublishConfig
 from icp_pipeline.dlt_settings import load_settings
 from icp_pipeline.errors import IcpConfigError, IcpError
+from icp_pipeline.secrets import register_url, scrub
 from icp_pipeline.warehouse import table_exists
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ def _resource(
 def destination(config: PublishConfig) -> Destination:
     """The dlt destination; a connection string from `credentials_env` when that variable is set."""
     credentials = os.environ.get(config.credentials_env) if config.credentials_env else None
+    register_url(credentials)
     if config.destination == "postgres" and not credentials:
         raise IcpConfigError(
             f"publish.enabled is true but ${config.credentials_env or 'ICP_PUBLISH_CREDENTIALS'} is not set "
@@ -149,7 +151,9 @@ def destination(config: PublishConfig) -> Destination:
     try:
         return Destination.from_reference(config.destination, credentials=credentials)
     except Exception as exc:  # dlt raises its own unknown-destination errors
-        raise IcpConfigError(f"publish.destination {config.destination!r}: {exc}") from exc
+        failure = scrub(f"publish.destination {config.destination!r}: {exc}")
+    # Raised outside the handler: Dagster and dlt keep an exception's context, whose text may hold the DSN.
+    raise IcpConfigError(failure)
 
 
 def publish_pipeline(config: PublishConfig, pipelines_dir: Path) -> dlt.Pipeline:
@@ -183,8 +187,11 @@ def publish(
         with load_settings():
             info = pipeline.run(resources)
     except Exception as exc:
-        raise IcpError(f"publishing to {config.destination} failed: {_first_line(exc)}") from exc
-    return stats, info.loads_ids[-1] if info.loads_ids else ""
+        failure = scrub(f"publishing to {config.destination} failed: {_first_line(exc)}")
+    else:
+        return stats, info.loads_ids[-1] if info.loads_ids else ""
+    # Raised outside the handler: Dagster and dlt keep an exception's context, whose text may hold the DSN.
+    raise IcpError(failure)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,7 +1,8 @@
 """HTTP for CRM writes, shared by HubSpot and Salesforce: retries, Retry-After and a per-run call budget.
 
 Every request sent counts against the budget, retries included, because CRM API limits count them
-too. Errors carry categories and the CRM's own short messages, never the token or exception texts.
+too. Errors carry categories and the CRM's own short messages, never the token or exception texts;
+a CRM that echoes the request in its error body is scrubbed (`icp_pipeline.secrets.scrub`).
 Updates are idempotent (same values, same ids), so retrying a request that timed out is safe.
 """
 
@@ -21,6 +22,7 @@ import requests
 from icp_pipeline.config import HttpRetry
 from icp_pipeline.errors import IcpConfigError
 from icp_pipeline.retries import retry_after_seconds
+from icp_pipeline.secrets import register, scrub
 
 logger = logging.getLogger(__name__)
 MESSAGE_LIMIT = 300
@@ -77,6 +79,7 @@ class CrmClient:
     ) -> None:
         self.crm, self._token_env, self._retry, self._sleep = crm, token_env, retry, sleep
         self._token = token
+        register(token)
         self.max_calls, self.calls = max_calls, 0
         self._headers = {
             "Authorization": f"Bearer {token}",
@@ -112,9 +115,11 @@ class CrmClient:
                 ) as response:
                     status = response.status_code
                     if status == 401:
-                        detail = error_detail(_json(response)).replace(self._token, "<redacted>")
+                        detail = error_detail(_json(response))
                         raise IcpConfigError(
-                            f"{self.crm} rejected the token (HTTP 401{detail}); check {self._token_env}"
+                            scrub(
+                                f"{self.crm} rejected the token (HTTP 401{detail}); check {self._token_env}"
+                            )
                         )
                     if status == 429:
                         reason = "rate limited (HTTP 429)"
@@ -161,7 +166,8 @@ def error_detail(body: Any) -> str:
 
 
 def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    text = " ".join(str(text).split())
+    """One line of at most `limit` characters, scrubbed of secrets before it is cut."""
+    text = scrub(" ".join(str(text).split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
