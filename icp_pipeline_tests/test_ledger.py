@@ -151,7 +151,7 @@ def pending_warehouse(root: Path, alerts: int) -> Path:
             "priority": [1 - i / 100 for i in range(alerts)],
             "attempts": 0,
             "created_at": pd.Timestamp(NOW),
-            "sent_at": pd.Series(pd.NaT, index=range(alerts), dtype="datetime64[us, UTC]"),
+            "sent_at": pd.Series([None] * alerts, dtype=object),
             "last_error": pd.Series([None] * alerts, dtype=object),
             "as_of": AS_OF,
         }
@@ -167,6 +167,12 @@ def pending_warehouse(root: Path, alerts: int) -> Path:
             con.execute(f"create table {table} as select * from frame")
             con.unregister("frame")
         replace_table(con, "icp", "alerts", ledger)  # as the alerts asset writes it
+        kinds = dict(
+            con.execute(
+                "select column_name, data_type from duckdb_columns() where table_name = 'alerts'"
+            ).fetchall()
+        )
+        assert kinds["last_error"] == kinds["sent_at"] == '"NULL"', "as after a first night: nothing sent yet"
     return warehouse
 
 

@@ -34,6 +34,12 @@ from icp_pipeline.warehouse import connect, registered, table_exists
 
 JOURNAL_SUFFIX = ".delivery-journal.jsonl"
 OUTCOME_FIELDS = ("alert_id", "status", "attempts", "last_error", "sent_at")
+COLUMN_TYPES = {
+    "status": "VARCHAR",
+    "attempts": "BIGINT",
+    "last_error": "VARCHAR",
+    "sent_at": "TIMESTAMP WITH TIME ZONE",
+}
 
 
 def journal_path(warehouse: Path) -> Path:
@@ -134,13 +140,17 @@ def _apply(con: Any, updates: pd.DataFrame) -> None:
     with registered(con, "_outcomes", updates) as columns:
         con.execute("begin transaction")
         try:
-            # A ledger written while every last_error was empty stores that column as DuckDB's NULL type.
-            kind = con.execute(
-                "select data_type from duckdb_columns() "
-                "where schema_name = 'icp' and table_name = 'alerts' and column_name = 'last_error'"
-            ).fetchone()
-            if kind and kind[0] != "VARCHAR":
-                con.execute("alter table icp.alerts alter last_error type varchar")
+            # A ledger written while a column was empty throughout (no error yet, nothing sent yet)
+            # stores it as DuckDB's NULL type, which takes no value: give it its real type first.
+            kinds = dict(
+                con.execute(
+                    "select column_name, data_type from duckdb_columns() "
+                    "where schema_name = 'icp' and table_name = 'alerts'"
+                ).fetchall()
+            )
+            for column, kind in COLUMN_TYPES.items():
+                if kinds.get(column, kind) != kind:
+                    con.execute(f'alter table icp.alerts alter "{column}" type {kind}')
             con.execute(
                 "update icp.alerts set status = o.status, attempts = o.attempts, "
                 "last_error = o.last_error, sent_at = coalesce(o.sent_at, icp.alerts.sent_at) "
