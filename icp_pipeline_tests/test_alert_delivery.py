@@ -154,7 +154,8 @@ def test_sensor_and_job_deliver_pending_alerts_between_nights(
     server.statuses = [503]
     assert run(drop, warehouse, config).success
     settings = IcpSettings(warehouse=str(warehouse), config_file=str(config))
-    tick = pending_alerts_sensor(dg.build_sensor_context(resources={"icp": settings}))
+    with dg.build_sensor_context(resources={"icp": settings}) as context:
+        tick = pending_alerts_sensor(context)
     assert len(tick.run_requests) == 1
     server.statuses = [200]
     job = defs.resolve_job_def("deliver_pending_alerts")
@@ -167,5 +168,6 @@ def test_sensor_and_job_deliver_pending_alerts_between_nights(
         )
     assert result.success
     assert (ledger(warehouse)["status"] == "sent").all()
-    quiet = pending_alerts_sensor(dg.build_sensor_context(resources={"icp": settings}))
+    with dg.build_sensor_context(resources={"icp": settings}) as context:
+        quiet = pending_alerts_sensor(context)
     assert not quiet.run_requests and "no pending" in quiet.skip_reason.skip_message
