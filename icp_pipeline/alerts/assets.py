@@ -99,7 +99,8 @@ def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
     """Record alerts for recent events on fitting accounts, then deliver every pending one.
 
     The ledger is written before delivery, so a crash mid-delivery loses no alert: the next run
-    (or the pending-alerts sensor) sends what is still pending.
+    (or the pending-alerts sensor) sends what is still pending. Outcomes are journaled as they
+    happen, so it does not send again what had gone out (see `journal.py`).
     """
     config = icp.load_config()
     as_of = partition_date(context)
