@@ -56,7 +56,8 @@ class DeliveryJournal:
 
     def intent(self, batch: int, outbox: Path, offset: int, outcomes: list[dict[str, Any]]) -> None:
         """Before an outbox batch: where the outbox ends now, and each alert's outcome if its line lands."""
-        self._append({"batch": batch, "outbox": str(outbox), "offset": offset, "if_written": outcomes})
+        record = {"batch": batch, "outbox": str(Path(outbox).resolve()), "offset": offset}
+        self._append({**record, "if_written": outcomes})
 
     def settled(self, batch: int, outcomes: list[dict[str, Any]]) -> None:
         """After a send: what happened to each alert it carried."""
