@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -112,23 +113,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from icp_pipeline.runner import run_nightly
     from icp_pipeline.warehouse import checked_warehouse
+    from icp_pipeline.warehouse_lock import warehouse_lock
 
     source_dir = Path(args.source_dir) if args.source_dir else settings.default_source_dir()
     warehouse = checked_warehouse(Path(args.warehouse) if args.warehouse else settings.default_warehouse())
-    settings.load_config(args.config)
+    config = settings.load_config(args.config)
     as_of = args.as_of or dt.date.today()
-    import dagster as dg
+    run_id = str(uuid.uuid4())
+    # The writer lock comes before Dagster and any DuckDB connection: a second run says who holds it.
+    with warehouse_lock(warehouse, run_id, config.warehouse_lock_wait_s, notify=_say):
+        import dagster as dg
 
-    prepare_dagster_home()
-    instance = dg.DagsterInstance.get()
-    _say(f"icp run: as of {as_of}, source {source_dir}, warehouse {warehouse}")
-    started = time.perf_counter()
-    result = run_nightly(source_dir, warehouse, as_of, instance, Path(args.config) if args.config else None)
-    elapsed = time.perf_counter() - started
-    if not result.success:
-        _say(f"icp run failed: {_failure_reason(result)}")
-        return 1
-    counts = warehouse_counts(warehouse)
+        prepare_dagster_home()
+        instance = dg.DagsterInstance.get()
+        _say(f"icp run: as of {as_of}, source {source_dir}, warehouse {warehouse}")
+        started = time.perf_counter()
+        config_file = Path(args.config) if args.config else None
+        result = run_nightly(source_dir, warehouse, as_of, instance, config_file, run_id=run_id)
+        elapsed = time.perf_counter() - started
+        if not result.success:
+            _say(f"icp run failed: {_failure_reason(result)}")
+            return 1
+        counts = warehouse_counts(warehouse)
     print(f"icp run succeeded in {elapsed:.1f}s (run {result.run_id}, as of {as_of})")
     print(f"warehouse: {warehouse}")
     for table, rows in counts.items():

@@ -577,6 +577,8 @@ class IcpConfig(_Section):
     publish: PublishConfig = Field(default_factory=PublishConfig)
     ops: OpsConfig = Field(default_factory=OpsConfig)
     contracts_dir: Path | None = None
+    # Seconds a run waits for another run holding the warehouse lock; 0 exits at once with one line.
+    warehouse_lock_wait_s: float = Field(default=0, ge=0)
 
 
 def load_config(config_path: str | Path | None = None) -> IcpConfig:

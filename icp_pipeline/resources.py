@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -11,6 +14,7 @@ from icp_pipeline import config as settings
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.contracts.spec import TableContract, load_contracts
 from icp_pipeline.warehouse import checked_warehouse
+from icp_pipeline.warehouse_lock import warehouse_lock
 
 
 class IcpSettings(dg.ConfigurableResource):
@@ -35,6 +39,26 @@ class IcpSettings(dg.ConfigurableResource):
 
     def contracts(self) -> dict[str, TableContract]:
         return load_contracts(settings.contracts_dir(self.load_config()))
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[Any]:
+        """A run holds the warehouse lock from before its first step to after its last, so two runs
+        never write (or deliver alerts) at once; sensors and schedules (no run) only read."""
+        if context.run_id is None:
+            with super().yield_for_execution(context) as resource:
+                yield resource
+            return
+        log = context.log
+        with (
+            warehouse_lock(
+                self.warehouse_path(),
+                context.run_id,
+                self.load_config().warehouse_lock_wait_s,
+                notify=log.warning if log is not None else None,
+            ),
+            super().yield_for_execution(context) as resource,
+        ):
+            yield resource
 
 
 def partition_date(context: dg.AssetExecutionContext) -> dt.date:

@@ -21,8 +21,11 @@ def run_nightly(
     config_file: Path | None = None,
     selection: str | None = None,
     log_level: str = "INFO",
+    run_id: str | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize the nightly job's partition for `as_of`; failures are in the result, not raised."""
+    """Materialize the nightly job's partition for `as_of`; failures are in the result, not raised.
+
+    The run takes the warehouse lock (see `warehouse_lock`) through the `icp` resource."""
     from icp_pipeline.definitions import defs
 
     job = defs.resolve_job_def(NIGHTLY_JOB)
@@ -36,6 +39,7 @@ def run_nightly(
         instance=instance,
         raise_on_error=False,
         asset_selection=keys,
+        run_id=run_id,
         run_config={
             "resources": {
                 "icp": {

@@ -1,11 +1,17 @@
-"""Alert delivery through the nightly job against a real HTTP server on 127.0.0.1: nothing is lost."""
+"""Alert delivery through the nightly job against a real HTTP server on 127.0.0.1: nothing is lost,
+and a run killed during delivery repeats nothing on the rerun but the one webhook request in flight."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,7 +21,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from icp_pipeline.demo.generate import DemoSpec
+from icp_pipeline.demo.generate import DemoSpec, generate_demo
 from icp_pipeline.runner import run_nightly
 from icp_pipeline_tests.staged_demo import staged_demo
 
@@ -154,7 +160,8 @@ def test_sensor_and_job_deliver_pending_alerts_between_nights(
     server.statuses = [503]
     assert run(drop, warehouse, config).success
     settings = IcpSettings(warehouse=str(warehouse), config_file=str(config))
-    tick = pending_alerts_sensor(dg.build_sensor_context(resources={"icp": settings}))
+    with dg.build_sensor_context(resources={"icp": settings}) as context:
+        tick = pending_alerts_sensor(context)
     assert len(tick.run_requests) == 1
     server.statuses = [200]
     job = defs.resolve_job_def("deliver_pending_alerts")
@@ -167,5 +174,106 @@ def test_sensor_and_job_deliver_pending_alerts_between_nights(
         )
     assert result.success
     assert (ledger(warehouse)["status"] == "sent").all()
-    quiet = pending_alerts_sensor(dg.build_sensor_context(resources={"icp": settings}))
+    with dg.build_sensor_context(resources={"icp": settings}) as context:
+        quiet = pending_alerts_sensor(context)
     assert not quiet.run_requests and "no pending" in quiet.skip_reason.skip_message
+
+
+# --- a run killed during delivery, then a rerun: each alert once per channel ----------------------
+
+KILL_AFTER_WEBHOOKS = 5
+
+
+class SlowServer:
+    """Slack and webhook stand-in that records each request when it arrives and answers 200 only
+    after a delay, so a run can be killed while one request is in flight."""
+
+    def __init__(self, delays: dict[str, float]) -> None:
+        self.requests: list[tuple[str, str | None, dict]] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                with server.lock:
+                    server.requests.append((self.path, self.headers.get("Idempotency-Key"), body))
+                time.sleep(next((s for prefix, s in delays.items() if self.path.startswith(prefix)), 0))
+                try:
+                    self.send_response(200)
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:
+                    pass  # the client was killed while waiting for this answer
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def received(self, prefix: str) -> list[tuple[str, str | None, dict]]:
+        with self.lock:
+            return [request for request in self.requests if request[0].startswith(prefix)]
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_run_killed_during_delivery_then_rerun_sends_each_alert_once_per_channel(tmp_path: Path) -> None:
+    """The issue's reproduction: outbox, Slack and a slow webhook; SIGKILL once the webhook has had
+    a few requests (the outbox and Slack are done by then), then the same `icp run` again."""
+    drop, warehouse = tmp_path / "drop", tmp_path / "warehouse.duckdb"
+    generate_demo(drop, DemoSpec(accounts=1500, seed=21))
+    config = tmp_path / "icp.yaml"
+    config.write_text(
+        "alerts:\n  daily_cap_per_owner: 1000\n  channels:\n    - {kind: outbox}\n"
+        "    - {kind: slack, max_attempts: 1, timeout_s: 30}\n    - {kind: webhook, max_attempts: 1, timeout_s: 30}\n"
+    )
+    server = SlowServer({"/services/": 0.05, "/hook": 0.5})
+    env = {
+        **{k: v for k, v in os.environ.items() if "proxy" not in k.lower()},
+        "ICP_SLACK_WEBHOOK_URL": f"{server.base}/services/T0/B0/SECRETTOKEN",
+        "ICP_ALERT_WEBHOOK_URL": f"{server.base}/hook",
+        "DAGSTER_HOME": "",
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+    }
+    args = [str(Path(sys.executable).parent / "icp"), "run", "--source-dir", str(drop)]
+    args += ["--warehouse", str(warehouse), "--config", str(config), "--as-of", AS_OF.isoformat()]
+    try:
+        with (tmp_path / "killed.log").open("w") as log:
+            killed = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 600
+            while len(server.received("/hook")) < KILL_AFTER_WEBHOOKS:
+                assert killed.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no webhook delivery within 600 s"
+                time.sleep(0.01)
+            killed.send_signal(signal.SIGKILL)
+            killed.wait(60)
+        in_flight = server.received("/hook")[-1][1]  # sent, its answer never seen by the killed run
+        slack_before = len(server.received("/services/"))
+        rerun = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+    finally:
+        server.stop()
+
+    alerts = ledger(warehouse)
+    assert (alerts["status"] == "sent").all()
+    ids = {channel: set(rows["alert_id"]) for channel, rows in alerts.groupby("channel")}
+    count = len(ids["outbox"])
+    assert count > KILL_AFTER_WEBHOOKS and len(ids["slack"]) == len(ids["webhook"]) == count
+    lines = [json.loads(line) for line in (tmp_path / "outbox" / "alerts.jsonl").read_text().splitlines()]
+    assert sorted(line["idempotency_key"] for line in lines) == sorted(ids["outbox"]), "outbox: once each"
+    slack = server.received("/services/")
+    assert slack_before == count and len(slack) == count, "Slack: its messages were journaled as sent"
+    keys = [key for _, key, _ in server.received("/hook")]
+    assert set(keys) == ids["webhook"]
+    # The one request in flight at the kill is the only one sent twice, with the same key both times.
+    assert len(keys) <= count + 1
+    assert {key for key in keys if keys.count(key) > 1} <= {in_flight}
+    print(
+        f"\n{count} alerts per channel: outbox {len(lines)} lines, Slack {len(slack)} posts, "
+        f"webhook {len(keys)} requests ({len(keys) - count} re-sent in flight)"
+    )

@@ -24,6 +24,8 @@ from icp_pipeline.alerts.channels import (
     WebhookChannel,
     channel_from_config,
     describe_evidence,
+    idempotency_key,
+    outbox_keys_since,
 )
 
 SECRET = "SECRETTOKEN"
@@ -372,7 +374,34 @@ def test_secret_never_in_error_or_logs(
         assert "/services/" not in text and "127.0.0.1" not in text
 
 
+def test_webhook_sends_the_same_idempotency_key_on_every_retry(server: FakeServer) -> None:
+    # A receiver that honours Idempotency-Key sees a message re-sent after a crash or a retry once.
+    server.respond((503, {}, "busy"))
+    channel = WebhookChannel(server.url("/hook"), max_attempts=2, sleep=lambda s: None)
+
+    assert channel.send(make_message()).status == "sent"
+    channel.send(make_digest(3))
+
+    keys = [request.headers["Idempotency-Key"] for request in server.requests]
+    assert keys[:2] == ["al1", "al1"]
+    assert keys[2] == idempotency_key(make_digest(3)) and keys[2].startswith("digest-")
+
+
 # --- outbox -------------------------------------------------------------------------------------
+
+
+def test_outbox_lines_carry_the_idempotency_key_and_can_be_found_from_an_offset(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.jsonl"
+    outbox = OutboxChannel(path)
+    outbox.send(make_message(alert_id="first"))
+    offset = outbox.position()
+    outbox.send_many([make_message(alert_id="second"), make_digest(2)])
+    with path.open("ab") as handle:  # a writer killed mid-line: that line was not delivered
+        handle.write(b'{"idempotency_key": "torn", "type": "icp_al')
+
+    assert json.loads(path.read_text().splitlines()[0])["idempotency_key"] == "first"
+    assert outbox_keys_since(path, offset) == {"second", idempotency_key(make_digest(2))}
+    assert outbox_keys_since(tmp_path / "missing.jsonl", 0) == set()
 
 
 def test_outbox_appends_json_lines_and_creates_dirs(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -60,24 +61,27 @@ def warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def _sensor_context(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorEvaluationContext:
-    return dg.build_sensor_context(
+def _tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None) -> Any:
+    """One evaluation; the `icp` resource has a lifecycle (the warehouse lock), so the context is
+    opened as a context manager, as the daemon does."""
+    with dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
         repository_def=defs.get_repository_def(),
         resources={"icp": IcpSettings()},
-    )
+    ) as context:
+        return sensor.evaluate_tick(context)
 
 
 def test_a_failed_run_sends_exactly_one_ops_message_naming_the_failed_step(
     tmp_path: Path, warehouse: Path
 ) -> None:
     with dg.DagsterInstance.ephemeral() as instance:
-        first = ops_run_failure_sensor.evaluate_tick(_sensor_context(instance, None))
+        first = _tick(ops_run_failure_sensor, instance, None)
         result = run_nightly(tmp_path / "no_such_drop", warehouse, dt.date(2026, 11, 1), instance)
         assert not result.success
-        second = ops_run_failure_sensor.evaluate_tick(_sensor_context(instance, first.cursor))
-        ops_run_failure_sensor.evaluate_tick(_sensor_context(instance, second.cursor))
+        second = _tick(ops_run_failure_sensor, instance, first.cursor)
+        _tick(ops_run_failure_sensor, instance, second.cursor)
     messages = [m for m in _outbox_messages(warehouse) if m["alert"]["trigger_type"] == "ops_notice"]
     assert len(messages) == 1, messages
     text = json.dumps(messages[0])
@@ -86,15 +90,15 @@ def test_a_failed_run_sends_exactly_one_ops_message_naming_the_failed_step(
 
 def test_no_message_for_a_successful_run_of_the_failure_sensor(tmp_path: Path, warehouse: Path) -> None:
     with dg.DagsterInstance.ephemeral() as instance:
-        first = ops_run_failure_sensor.evaluate_tick(_sensor_context(instance, None))
-        ops_run_failure_sensor.evaluate_tick(_sensor_context(instance, first.cursor))
+        first = _tick(ops_run_failure_sensor, instance, None)
+        _tick(ops_run_failure_sensor, instance, first.cursor)
     assert _outbox_messages(warehouse) == []
 
 
 def test_late_nightly_run_notifies_ops_once_per_deadline(tmp_path: Path, warehouse: Path) -> None:
     with dg.DagsterInstance.ephemeral() as instance:
-        first = nightly_late_sensor.evaluate_tick(_sensor_context(instance, None))
-        second = nightly_late_sensor.evaluate_tick(_sensor_context(instance, first.cursor))
+        first = _tick(nightly_late_sensor, instance, None)
+        second = _tick(nightly_late_sensor, instance, first.cursor)
     assert first.cursor and second.cursor == first.cursor
     messages = _outbox_messages(warehouse)
     assert len(messages) == 1

@@ -10,6 +10,7 @@ import duckdb
 import pandas as pd
 
 from icp_pipeline.alerts.channels import Channel, channel_from_config
+from icp_pipeline.alerts.journal import DeliveryJournal, fold_journal, journal_path
 from icp_pipeline.alerts.ledger import LEDGER_COLUMNS, deliver, empty_ledger, new_alerts, route
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.contracts.staging import STAGING
@@ -98,7 +99,8 @@ def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
     """Record alerts for recent events on fitting accounts, then deliver every pending one.
 
     The ledger is written before delivery, so a crash mid-delivery loses no alert: the next run
-    (or the pending-alerts sensor) sends what is still pending.
+    (or the pending-alerts sensor) sends what is still pending. Outcomes are journaled as they
+    happen, so it does not send again what had gone out (see `journal.py`).
     """
     config = icp.load_config()
     as_of = partition_date(context)
@@ -182,7 +184,14 @@ def alerts(context: dg.AssetExecutionContext, icp: IcpSettings) -> Any:
 
 
 def deliver_pending(warehouse: Path, config: IcpConfig, log: Any) -> dict[str, int]:
-    """Deliver every pending alert of the ledger now, outside the nightly run."""
+    """Deliver every pending alert of the ledger now, outside the nightly run.
+
+    What a killed delivery had sent is folded into the ledger first (from its journal), so it is
+    not sent again; this delivery journals each outcome as it happens and writes the ledger once.
+    """
+    folded = fold_journal(warehouse)
+    if folded:
+        log.info(f"alerts: {folded:,} outcome(s) of an interrupted delivery recorded from its journal")
     with connect(warehouse, read_only=True) as con:
         ledger = read_table(con, "icp", "alerts")
         if ledger is None or not (ledger["status"] == "pending").any():
@@ -208,11 +217,13 @@ def deliver_pending(warehouse: Path, config: IcpConfig, log: Any) -> dict[str, i
     assert accounts is not None
     contexts = _contexts(ledger[LEDGER_COLUMNS], events, scores, accounts, owners)
     channels = build_channels(config, warehouse.parent / "outbox", log)
+    journal = DeliveryJournal(journal_path(warehouse))
     updated, counts = deliver(
-        ledger[LEDGER_COLUMNS], contexts, channels, config.alerts, dt.datetime.now(dt.UTC)
+        ledger[LEDGER_COLUMNS], contexts, channels, config.alerts, dt.datetime.now(dt.UTC), journal
     )
     with connect(warehouse) as con:
         replace_table(con, "icp", "alerts", updated)
+    journal.remove()
     return counts
 
 

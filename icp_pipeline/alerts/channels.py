@@ -5,12 +5,19 @@ routine (timeout, bounded retries, Retry-After) that never puts the URL into an 
 line: a Slack webhook URL *is* the secret, and requests' exception texts contain it. The URL and
 any extra header values are registered with `icp_pipeline.secrets`, and every failure reason is
 scrubbed, so a server that echoes the request cannot put them into the ledger or a log.
+
+Every message carries an idempotency key (`idempotency_key`: the alert id, or a hash of a digest's
+alert ids) so that a message re-sent after a crash can be recognised: the outbox writes it on each
+line (and the ledger's journal finds the lines a crashed run wrote, so the outbox never repeats one),
+the generic webhook sends it as the `Idempotency-Key` header for the receiver to dedupe on. Slack
+incoming webhooks take no such key: a crash during delivery can repeat the one message in flight.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
@@ -350,6 +357,14 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def idempotency_key(message: AlertMessage | Digest) -> str:
+    """The same key every time this message is sent: the alert id, or a hash of a digest's alert ids."""
+    if isinstance(message, Digest):
+        ids = ",".join(sorted(item.alert_id for item in message.messages))
+        return "digest-" + hashlib.sha1(ids.encode()).hexdigest()[:16]
+    return message.alert_id
+
+
 def _item_name(message: AlertMessage | Digest) -> str:
     if isinstance(message, Digest):
         return f"digest for {message.recipient_key} ({len(message.messages)} alerts)"
@@ -367,7 +382,11 @@ def _failed(channel: str, attempts: int, error: str, item: str) -> DeliveryResul
 
 
 class OutboxChannel:
-    """Appends one JSON object per line; the default channel, needs no network."""
+    """Appends one JSON object per line; the default channel, needs no network.
+
+    Each line carries `idempotency_key`; `position()` and `outbox_keys_since()` let the ledger's
+    journal tell which lines a crashed delivery wrote, so the next run does not write them again.
+    """
 
     name: str = "outbox"
 
@@ -388,7 +407,13 @@ class OutboxChannel:
         written_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         lines = [
             json.dumps(
-                {**webhook_payload(message), "written_at": written_at}, default=str, ensure_ascii=False
+                {
+                    "idempotency_key": idempotency_key(message),
+                    **webhook_payload(message),
+                    "written_at": written_at,
+                },
+                default=str,
+                ensure_ascii=False,
             )
             + "\n"
             for message in messages
@@ -402,8 +427,37 @@ class OutboxChannel:
             return [failed] * len(messages)
         return [DeliveryResult("sent", 1, None)] * len(messages)
 
+    def position(self) -> int:
+        """The outbox's size in bytes: where the next batch will start."""
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
     def __repr__(self) -> str:
         return f"OutboxChannel(path={str(self.path)!r})"
+
+
+def outbox_keys_since(path: Path, offset: int) -> set[str]:
+    """The idempotency keys of the whole lines written at or after byte `offset`.
+
+    A torn last line (the writer was killed mid-write) is not a delivered message.
+    """
+    try:
+        with Path(path).open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return set()
+    keys: set[str] = set()
+    for line in data.split(b"\n")[:-1]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("idempotency_key"), str):
+            keys.add(record["idempotency_key"])
+    return keys
 
 
 def _append_line(path: Path, data: bytes) -> None:
@@ -474,12 +528,15 @@ class _HttpSender:
         register_url(url)
         register(*(value for name, value in self._headers.items() if name.lower() != "content-type"))
 
-    def post(self, payload: Mapping[str, Any], item: str) -> DeliveryResult:
+    def post(
+        self, payload: Mapping[str, Any], item: str, headers: Mapping[str, str] | None = None
+    ) -> DeliveryResult:
+        """POST with retries; `headers` are added to this message's requests (e.g. an idempotency key)."""
         body = json.dumps(payload, default=str, ensure_ascii=False).encode("utf-8")
         attempts = self._policy.max_attempts
         outcome = _Attempt("fail", "not attempted")
         for attempt in range(1, attempts + 1):
-            outcome = self._attempt(body)
+            outcome = self._attempt(body, headers)
             if outcome.kind == "sent":
                 return DeliveryResult("sent", attempt, None)
             if outcome.kind == "fail":
@@ -494,12 +551,12 @@ class _HttpSender:
         logger.debug("%s: %s, retrying in %.1f s (attempt %d)", self._channel, outcome.reason, wait, attempt)
         self._sleep(wait)
 
-    def _attempt(self, body: bytes) -> _Attempt:
+    def _attempt(self, body: bytes, headers: Mapping[str, str] | None = None) -> _Attempt:
         try:
             with self._session.post(
                 self._url,
                 data=body,
-                headers=self._headers,
+                headers={**self._headers, **(headers or {})},
                 timeout=self._policy.timeout_s,
                 allow_redirects=False,
             ) as response:
@@ -567,7 +624,11 @@ def _os_error_reason(error: BaseException) -> str | None:
 
 
 class SlackWebhookChannel:
-    """Slack incoming webhook: Block Kit message with owner mention and a CRM button."""
+    """Slack incoming webhook: Block Kit message with owner mention and a CRM button.
+
+    Incoming webhooks accept no idempotency key: a crash while a message is in flight (sent, its
+    answer not yet recorded) repeats that one message on the next run.
+    """
 
     name: str = "slack"
 
@@ -592,7 +653,11 @@ class SlackWebhookChannel:
 
 
 class WebhookChannel:
-    """Generic JSON webhook for CRMs, Zapier-likes or in-house services."""
+    """Generic JSON webhook for CRMs, Zapier-likes or in-house services.
+
+    Each request carries `Idempotency-Key` (the same on every retry and after a crash), so a
+    receiver that honours it shows a message re-sent after a crash once.
+    """
 
     name: str = "webhook"
 
@@ -611,7 +676,8 @@ class WebhookChannel:
         self._http = _HttpSender(self.name, url, headers, policy, session, sleep)
 
     def send(self, message: AlertMessage | Digest) -> DeliveryResult:
-        return self._http.post(webhook_payload(message), _item_name(message))
+        key = {"Idempotency-Key": idempotency_key(message)}
+        return self._http.post(webhook_payload(message), _item_name(message), key)
 
     def __repr__(self) -> str:
         return "WebhookChannel(url=<redacted>)"
