@@ -264,3 +264,27 @@ def test_deals_scored_by_row_position_equal_an_inner_join_on_account_id(planted)
     assert 0 < len(scored) < len(deals) - 10
     assert scored["tier"].nunique() > 1
     pd.testing.assert_frame_equal(scored, expected)
+
+
+def test_reasons_shown_to_reps_never_cite_an_unknown_value() -> None:
+    """An unknown company age may carry points, but "Company age = unknown: +4" is no reason to call."""
+    from scipy import sparse
+
+    from icp_pipeline.scoring.model import Design
+    from icp_pipeline.scoring.score import _reason_texts
+
+    features = pd.DataFrame(
+        {
+            "trait": ["company_age_band", "industry", "employee_band"],
+            "value": ["unknown", "Software", "unknown"],
+            "group": ["company_age_band", "industry", "employee_band"],
+        }
+    )
+    matrix = sparse.csr_matrix(np.array([[1, 1, 0], [1, 0, 1]]))
+    design = Design(matrix, features, pd.Index(["A1", "A2"]))
+    texts = _reason_texts(design, np.array([4, 10, -6]))
+    assert texts["top_positive"].tolist() == ["Industry = Software: +10", ""]
+    assert texts["top_negative"].tolist() == ["", ""]
+    assert not texts[["top_positive", "top_negative"]].apply(lambda c: c.str.contains("unknown")).any().any()
+    # The points still count: every item, unknown ones included, stays in the JSON reasons.
+    assert [sum(i["points"] for i in json.loads(r)) for r in texts["reasons"]] == [14, -2]

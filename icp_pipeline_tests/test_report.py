@@ -222,7 +222,8 @@ needs_chromium = pytest.mark.skipif(
     chromium_binary() is None,
     reason="Chromium not found (/usr/lib/chromium/chromium or chromium on PATH; apt-get install chromium)",
 )
-PAGE_FACTS = """JSON.stringify({
+PAGE_FACTS = """document.querySelectorAll('details').forEach(d => { d.open = true; });
+JSON.stringify({
   headings: [...document.querySelectorAll('h2')].map(h => h.textContent),
   figures: document.querySelectorAll('figure.chart').length,
   drawn: [...document.querySelectorAll('figure.chart svg')].filter(s => {
@@ -254,7 +255,7 @@ def test_report_renders_in_headless_chromium_offline_without_errors(
     assert visit.exceptions == [] and visit.console_errors == []
     assert visit.requests == [demo["page"].resolve().as_uri()]
     width, height = png_size(shot)
-    assert width >= 1000 and height > 3000, (width, height)
+    assert width >= 1000 and height > 6000, (width, height)  # every <details> opened
     assert shot.stat().st_size > 100_000
 
 
@@ -274,3 +275,111 @@ def test_browser_check_catches_errors_and_outside_requests(tmp_path: Path) -> No
     assert any("boom" in message for message in visit.console_errors)
     assert any("bang" in message for message in visit.exceptions)
     assert visit.failed_requests, "the outside request was not blocked"
+
+
+def test_summary_comes_first_and_details_are_folded(demo: dict[str, Any]) -> None:
+    page = demo["html"]
+    summary = page.index('<div class="summary"')
+    assert summary < page.index("<section ") and summary < page.index("<nav>")
+    short = re.search(r'<div class="summary".*?</ul>', page, flags=re.S).group(0)
+    assert short.count("<li>") == 5 and "Call first:" in short and "AUC" in short
+    for anchor in ("icp", "score", "call", "drift", "health"):
+        body = section_html(page, anchor)
+        assert body.count("<details><summary>") == 1, anchor
+        folded = body.split("<details>", 1)[1]
+        assert charts_in(body) == charts_in(folded), f"{anchor}: a chart is not folded"
+    assert "<script" not in page.lower()
+
+
+def test_figures_are_explained_in_plain_words(demo: dict[str, Any]) -> None:
+    icp, drift = section_html(demo["html"], "icp"), section_html(demo["html"], "drift")
+    assert "q, in plain words: the expected share of flukes" in icp
+    assert "the figure the verdict rests on" in icp
+    assert "In plain words: PSI (population stability index)" in drift
+    assert "JS distance (Jensen-Shannon)" in drift and '<th class="num">JS distance</th>' in drift
+
+
+def test_reasons_shown_never_cite_unknown(demo: dict[str, Any]) -> None:
+    from icp_pipeline.report.sections import shown_reasons
+
+    call = section_html(demo["html"], "call")
+    assert "= unknown" not in call
+    # Rows scored before the rule (written with the unknown reason) are cleaned when shown.
+    assert shown_reasons("Industry = Software: +10; Company age = unknown: +4; Country = US: +1") == (
+        "Industry = Software: +10; Country = US: +1"
+    )
+    assert shown_reasons(None) == ""
+
+
+def test_lift_shown_is_the_win_rate_lift_the_verdict_rests_on() -> None:
+    """A nice-to-have wins more often (1.5x) but is rarer among the best customers (0.6x): the table
+    shows the 1.5x the label rests on and says the rest in words, instead of a 0.6x 'lift'."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from icp_pipeline.report.data import IcpData
+    from icp_pipeline.report.sections import icp_section
+
+    criteria = pd.DataFrame(
+        {
+            "verdict": ["nice_to_have"],
+            "label": ["Country = US"],
+            "trait": ["country"],
+            "value": ["US"],
+            "points": [1],
+            "win_rate_with": [0.30],
+            "win_rate_with_low": [0.26],
+            "win_rate_with_high": [0.34],
+            "win_rate_without": [0.20],
+            "closed_with": [511],
+            "support_best": [0.27],
+            "share_of_accounts": [0.45],
+            "lift": [0.6],
+            "q_value": [2e-5],
+            "win_rate_lift": [1.5],
+        }
+    )
+    section = icp_section(SimpleNamespace(icp=IcpData(summary="s", criteria=criteria, base_win_rate=0.22)))
+    markup = section.render()
+    row = re.search(r"<td>Country = US</td>.*?</tr>", markup, flags=re.S).group(0)
+    assert '<td class="num">1.5x</td>' in row and "0.6x" not in row
+    assert "rarer among the best customers" in markup and "27% of best customers, 45% of accounts" in markup
+
+
+def test_trigger_caption_does_not_read_the_first_run_as_a_busy_week() -> None:
+    import pandas as pd
+
+    from icp_pipeline.report.sections import triggers_caption, unchecked_weeks, week_labels
+
+    as_of = dt.date(2026, 11, 1)
+    weeks = pd.DataFrame(
+        {
+            "weeks_ago": [0, 0, 1, 2, 3],
+            "trigger_type": ["hiring_surge", "funding", "funding", "funding", "funding"],
+            "events": [59, 8, 10, 6, 8],
+        }
+    )
+    assert unchecked_weeks(as_of, as_of) == 11 and unchecked_weeks(as_of, None) == 0
+    caption = triggers_caption(weeks, as_of, as_of)
+    assert "found only by nightly runs, the first on 2026-11-01" in caption
+    assert "not because there were none" in caption and "a busy week" not in caption
+    assert (
+        "bar holds 59 of them: without them it had 8 signals, against 2.2 a week on average before" in caption
+    )
+    svg = charts.triggers_by_week(weeks, week_labels(as_of), unchecked_weeks(as_of, as_of))
+    assert "hiring surges not looked for" in svg
+
+
+HEIGHT = "document.documentElement.scrollHeight"
+
+
+@needs_chromium
+def test_folded_report_is_short_and_unfolds_to_everything(demo: dict[str, Any]) -> None:
+    """Before: 8,129 px tall on the 2,000-account demo; folded now, about 2,100 px."""
+    folded = visit_page(demo["page"], HEIGHT)
+    unfolded = visit_page(
+        demo["page"], "document.querySelectorAll('details').forEach(d => d.open = true);" + HEIGHT
+    )
+    assert folded.value < 3000, folded.value
+    assert unfolded.value > 2.5 * folded.value, (folded.value, unfolded.value)

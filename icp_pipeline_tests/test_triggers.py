@@ -192,3 +192,11 @@ def test_net_new_companies_reach_the_tier_with_their_top_three_reasons() -> None
     assert found["top_positive"].tolist() == [
         "employee_band=201-1000 +12; industry=Software +12; technology=Snowflake +10"
     ]
+    # An unknown founding date may add points, but it is never named as a reason.
+    unknown_age = pd.DataFrame(
+        {"section": ["points"], "trait": ["company_age_band"], "value": ["unknown"], "points": [20]}
+    )
+    model, cutoffs = model_from_profile_rows(pd.concat([rows, unknown_age], ignore_index=True))
+    found = net_new_accounts(firmographics, model, cutoffs, dt.date(2026, 11, 1), "B")
+    assert found["fit_score"].tolist()[0] == 69
+    assert "unknown" not in found["top_positive"].iloc[0]

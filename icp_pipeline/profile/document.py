@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import html
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import pandas as pd
 
@@ -107,88 +108,199 @@ def profile_rows(profile: IcpProfile) -> pd.DataFrame:
     ]
 
 
-def _metrics_table(profile: IcpProfile) -> list[tuple[str, str, str]]:
-    metrics = profile.metrics.set_index("group")
-    formats = {
-        "accounts": "{:,.0f}",
-        "closed_deals": "{:,.0f}",
-        "win_rate": "{:.0%}",
-        "avg_deal_size": "${:,.0f}",
-        "sales_cycle_days": "{:.0f} days",
-        "churn_rate": "{:.0%}",
-        "net_revenue_retention": "{:.0%}",
-        "ltv_to_cac": "{:.1f}x",
-        "cac_payback_months": "{:.1f} months",
-    }
+FIT_METRICS = (
+    ("accounts", "Accounts", "{:,.0f}"),
+    ("closed_deals", "Closed deals", "{:,.0f}"),
+    ("win_rate", "Win rate", "{:.0%}"),
+    ("avg_deal_size", "Average deal size", "${:,.0f}"),
+    ("sales_cycle_days", "Sales cycle", "{:.0f} days"),
+    ("churn_rate", "Churn rate", "{:.0%}"),
+    ("net_revenue_retention", "Net revenue retention", "{:.0%}"),
+    ("ltv_to_cac", "LTV / CAC", "{:.1f}x"),
+    ("cac_payback_months", "CAC payback", "{:.1f} months"),
+)
+HOW_TO_READ = (
+    "How to read the evidence: win rate is the share of closed deals won at accounts with the trait, its "
+    "95% range in brackets; n counts those closed deals; q is the expected share of flukes among traits "
+    "with evidence this strong, corrected for testing every trait at once (Benjamini-Hochberg): below 0.05 "
+    "counts as a finding, and a figure such as 5e-37 leaves practically no doubt."
+)
+
+
+def points_text(points: int) -> str:
+    """'+10 points', '+1 point', '-3 points'."""
+    return f"{points:+d} point" + ("" if abs(points) == 1 else "s")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table both renderings draw: header cells, rows of text cells, which columns are numbers."""
+
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    numeric: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Criterion:
+    label: str
+    points: str
+    evidence: str
+
+
+@dataclass(frozen=True)
+class Document:
+    """What the one-pager says, once; Markdown and HTML are two renderings of it."""
+
+    title: str
+    version: str
+    summary: str
+    sections: tuple[tuple[str, tuple[Criterion, ...]], ...]
+    how_to_read: str
+    fit_table: Table
+    tiers: tuple[str, ...]
+    audit: Table | None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _metrics_table(profile: IcpProfile) -> Table:
+    """ICP-fit against non-fit: each unit is stated once, in the figure (82 days), not also in the name."""
+    metrics = profile.metrics.set_index("group") if len(profile.metrics) else pd.DataFrame()
     rows = []
-    for name, fmt in formats.items():
-        values = [metrics.loc[g, name] if g in metrics.index else np.nan for g in ("icp_fit", "non_fit")]
+    for name, label, fmt in FIT_METRICS:
+        values = [
+            metrics.loc[g, name] if g in metrics.index and name in metrics.columns else np.nan
+            for g in ("icp_fit", "non_fit")
+        ]
         if all(pd.isna(v) for v in values):
             continue
-        rows.append((name.replace("_", " "), *("n/a" if pd.isna(v) else fmt.format(v) for v in values)))
-    return rows
+        rows.append((label, *("n/a" if pd.isna(v) else fmt.format(v) for v in values)))
+    return Table(("Metric", "ICP-fit", "Non-fit"), tuple(rows), numeric=(1, 2))
+
+
+def _audit_table(profile: IcpProfile) -> Table | None:
+    if not len(profile.audit):
+        return None
+    rows = tuple(
+        (
+            f"{str(a['section']).replace('_', '-')}: {a['trait']}",
+            str(a["values"]),
+            f"{a['status']} {a['detail']}".strip(),
+            _pct(a["win_rate_with"]),
+            _pct(a["win_rate_without"]),
+            f"{int(a['closed_with']):,}",
+            f"{a['p_value']:.2g}",
+        )
+        for _, a in profile.audit.iterrows()
+    )
+    return Table(
+        ("Criterion", "Values", "Status", "Win rate with", "Without", "Closed deals", "p"),
+        rows,
+        numeric=(3, 4, 5, 6),
+    )
+
+
+def document_content(profile: IcpProfile) -> Document:
+    """The one-pager's content from the profile: the single source of both renderings."""
+    evidence = with_evidence_text(profile.evidence)
+    sections = tuple(
+        (
+            title,
+            tuple(
+                Criterion(str(item["label"]), points_text(int(item["points"])), str(item["evidence"]))
+                for _, item in evidence[evidence["verdict"] == verdict].iterrows()
+            ),
+        )
+        for verdict, title in SECTIONS
+    )
+    tiers = tuple(f"Tier {tier}: fit score {cutoff} or more" for tier, cutoff in profile.tier_cutoffs.items())
+    return Document(
+        title=f"Ideal Customer Profile, as of {profile.as_of}",
+        version=profile.version,
+        summary=profile.summary,
+        sections=sections,
+        how_to_read=HOW_TO_READ,
+        fit_table=_metrics_table(profile),
+        tiers=(*tiers, "Tier D: the rest, and every hard-no account"),
+        audit=_audit_table(profile),
+        notes=tuple(profile.notes),
+    )
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown_table(table: Table) -> list[str]:
+    align = ["---:" if i in table.numeric else "---" for i in range(len(table.headers))]
+    return [
+        "| " + " | ".join(map(_markdown_cell, table.headers)) + " |",
+        "|" + "|".join(align) + "|",
+        *("| " + " | ".join(map(_markdown_cell, row)) + " |" for row in table.rows),
+    ]
 
 
 def markdown_document(profile: IcpProfile) -> str:
-    evidence = with_evidence_text(profile.evidence)
-    lines = [
-        f"# Ideal Customer Profile, as of {profile.as_of}",
-        "",
-        f"Profile version `{profile.version}`. {profile.summary}",
-        "",
-    ]
-    for verdict, title in SECTIONS:
-        items = evidence[evidence["verdict"] == verdict]
+    doc = document_content(profile)
+    lines = [f"# {doc.title}", "", f"Profile version `{doc.version}`. {doc.summary}", ""]
+    for title, items in doc.sections:
         lines += [f"## {title}", ""]
-        if items.empty:
-            lines += ["None supported by the evidence.", ""]
-        for _, item in items.iterrows():
-            lines.append(f"- **{item['label']}** ({int(item['points']):+d} points): {item['evidence']}")
+        if not items:
+            lines.append("None supported by the evidence.")
+        lines += [f"- **{c.label}** ({c.points}): {c.evidence}" for c in items]
         lines.append("")
-    lines += ["## ICP-fit (tiers A+B) vs the rest", "", "| metric | ICP-fit | non-fit |", "|---|---|---|"]
-    lines += [f"| {name} | {fit} | {non} |" for name, fit, non in _metrics_table(profile)]
-    lines += ["", "## Tiers", ""]
-    lines += [f"- Tier {tier}: fit score >= {cutoff}" for tier, cutoff in profile.tier_cutoffs.items()] + [
-        "- Tier D: the rest, and every hard-no account"
-    ]
-    if len(profile.audit):
-        lines += [
-            "",
-            "## Audit of the written ICP",
-            "",
-            "| criterion | values | status | win rate with | without | n | p |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for _, a in profile.audit.iterrows():
-            lines.append(
-                f"| {a['section']} {a['trait']} | {a['values']} | {a['status']} {a['detail']} | {_pct(a['win_rate_with'])} "
-                f"| {_pct(a['win_rate_without'])} | {a['closed_with']} | {a['p_value']:.2g} |"
-            )
-    if profile.notes:
-        lines += ["", "Notes: " + "; ".join(profile.notes)]
+    lines += [doc.how_to_read, "", "## ICP-fit (tiers A and B) against the rest", ""]
+    lines += _markdown_table(doc.fit_table) if doc.fit_table.rows else ["No metrics for this date."]
+    lines += ["", "## Tiers", "", *(f"- {tier}" for tier in doc.tiers)]
+    if doc.audit is not None:
+        lines += ["", "## Audit of the written ICP", "", *_markdown_table(doc.audit)]
+    if doc.notes:
+        lines += ["", "Notes: " + "; ".join(doc.notes)]
     return "\n".join(lines) + "\n"
 
 
+HTML_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ICP {{ as_of }}</title><style>{{ css | safe }}</style></head>
+<body>
+<h1>{{ doc.title }}</h1>
+<p>Profile version <code>{{ doc.version }}</code>. {{ doc.summary }}</p>
+{% for title, items in doc.sections %}
+<h2>{{ title }}</h2>
+{% if items %}<ul>
+{% for c in items %}<li><strong>{{ c.label }}</strong> ({{ c.points }}): {{ c.evidence }}</li>
+{% endfor %}</ul>{% else %}<p>None supported by the evidence.</p>{% endif %}
+{% endfor %}
+<p class="small">{{ doc.how_to_read }}</p>
+<h2>ICP-fit (tiers A and B) against the rest</h2>
+{% if doc.fit_table.rows %}{{ table(doc.fit_table) }}{% else %}<p>No metrics for this date.</p>{% endif %}
+<h2>Tiers</h2>
+<ul>{% for tier in doc.tiers %}<li>{{ tier }}</li>{% endfor %}</ul>
+{% if doc.audit %}<h2>Audit of the written ICP</h2>
+{{ table(doc.audit) }}{% endif %}
+{% if doc.notes %}<p class="small">Notes: {{ doc.notes | join("; ") }}</p>{% endif %}
+</body></html>
+"""
+TABLE_MACRO = """{% macro table(t) %}<table>
+<thead><tr>{% for h in t.headers %}<th{% if loop.index0 in t.numeric %} class="num"{% endif %}>{{ h }}</th>{% endfor %}</tr></thead>
+<tbody>{% for row in t.rows %}
+<tr>{% for cell in row %}<td{% if loop.index0 in t.numeric %} class="num"{% endif %}>{{ cell }}</td>{% endfor %}</tr>{% endfor %}
+</tbody></table>{% endmacro %}"""
+CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:56rem;margin:2rem auto;color:#1f2933;line-height:1.45}"
+    "table{border-collapse:collapse;margin:.4rem 0 .8rem}"
+    "th{text-align:left;color:#616e7c;border-bottom:2px solid #e4e7eb;padding:.25rem .6rem}"
+    "td{border-bottom:1px solid #e4e7eb;padding:.25rem .6rem}"
+    ".num{text-align:right;font-variant-numeric:tabular-nums}.small{font-size:.85rem;color:#616e7c}"
+    "h2{margin-top:1.6rem;border-bottom:2px solid #3e7cb1}"
+)
+# Autoescaping on: labels and notes come from the data (industry names, icp.yaml), never markup.
+_TEMPLATES = jinja2.Environment(autoescape=True, trim_blocks=True, undefined=jinja2.StrictUndefined)
+_PAGE = _TEMPLATES.from_string(TABLE_MACRO + HTML_TEMPLATE)
+
+
 def html_document(profile: IcpProfile) -> str:
-    """The same page as self-contained HTML (inline CSS, nothing fetched)."""
-    body: list[str] = []
-    for line in markdown_document(profile).splitlines():
-        if line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:]).replace('**', '')}</li>")
-        elif line.startswith("|") and not line.startswith("|---"):
-            cells = "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|"))
-            body.append(f"<tr>{cells}</tr>")
-        elif line:
-            body.append(f"<p>{html.escape(line).replace('`', '')}</p>")
-    style = (
-        "body{font-family:system-ui,sans-serif;max-width:56rem;margin:2rem auto;color:#1f2933;line-height:1.45}"
-        "td{border-bottom:1px solid #e4e7eb;padding:.25rem .6rem}h2{margin-top:1.6rem;border-bottom:2px solid #3e7cb1}"
-    )
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>ICP {profile.as_of}</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+    """The same page as self-contained HTML (inline CSS, nothing fetched), from the same content."""
+    return _PAGE.render(doc=document_content(profile), as_of=str(profile.as_of), css=CSS)
 
 
 def write_documents(profile: IcpProfile, folder: Path) -> tuple[Path, Path]:

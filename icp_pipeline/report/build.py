@@ -15,7 +15,7 @@ from icp_pipeline.config import IcpConfig
 from icp_pipeline.report import format as fmt
 from icp_pipeline.report.data import ReportData, read_report_data
 from icp_pipeline.report.html import Section, esc, page, tiles
-from icp_pipeline.report.sections import build_sections
+from icp_pipeline.report.sections import build_sections, summary_points
 
 REPORT_FILE = "icp_report.html"
 
@@ -105,6 +105,7 @@ def render_report(data: ReportData, built_at: dt.datetime | None = None) -> tupl
         f"icp_pipeline morning report for {data.as_of}. Sections: "
         + ", ".join(s.title for s in sections)
         + ".",
+        summary_points(data),
     )
     return markup, sections
 

@@ -195,8 +195,11 @@ def gains_curve(gains: pd.DataFrame, ab_point: tuple[float, float] | None, name:
         return to_svg(figure, name, title)
 
 
-def triggers_by_week(weeks: pd.DataFrame, week_labels: list[str], name: str = "triggers_by_week") -> str:
-    """Stacked bars: trigger events per week (oldest left) by trigger type."""
+def triggers_by_week(
+    weeks: pd.DataFrame, week_labels: list[str], unchecked: int = 0, name: str = "triggers_by_week"
+) -> str:
+    """Stacked bars: trigger events per week (oldest left) by trigger type; the `unchecked` oldest weeks,
+    before the first run that looked for hiring surges, are shaded."""
     title = "Buying signals per week, by kind"
     table = weeks.pivot_table(index="weeks_ago", columns="trigger_type", values="events", aggfunc="sum")
     table = table.reindex(range(len(week_labels) - 1, -1, -1), fill_value=0).fillna(0)
@@ -223,7 +226,19 @@ def triggers_by_week(weeks: pd.DataFrame, week_labels: list[str], name: str = "t
         ax.set_xlabel("Week ending")
         ax.set_title(title)
         ax.legend(loc="upper left", ncol=min(3, len(table.columns)))
-        ax.set_ylim(0, max(float(bottom.max()), 1) * 1.3)
+        top = max(float(bottom.max()), 1) * 1.3
+        ax.set_ylim(0, top)
+        if unchecked:
+            ax.axvspan(-0.5, unchecked - 0.5, color=MUTED, alpha=0.12, linewidth=0)
+            ax.text(
+                (unchecked - 1) / 2,
+                top * 0.5,
+                "before the first run: hiring surges not looked for",
+                ha="center",
+                va="top",
+                fontsize=8,
+                color=INK,
+            )
         return to_svg(figure, name, title)
 
 

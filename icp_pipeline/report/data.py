@@ -56,6 +56,8 @@ class CallData:
     top_accounts: pd.DataFrame = field(default_factory=pd.DataFrame)
     trigger_weeks: pd.DataFrame = field(default_factory=pd.DataFrame)
     alert_status: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # The first nightly run that looked for triggers: hiring surges cannot be dated before it.
+    first_detection: dt.date | None = None
 
 
 @dataclass
@@ -188,6 +190,12 @@ def read_icp(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> IcpData:
         base = pd.to_numeric(evidence["base_win_rate"], errors="coerce").max()
         data.base_win_rate = float("nan") if pd.isna(base) else float(base)
         criteria = evidence[evidence["verdict"].isin(VERDICT_ORDER)].drop(columns="base_win_rate")
+        # The verdict rests on the win rate with the trait over the rate without it (profile/derive.py),
+        # not on `lift` (share of best customers over share of accounts): the report shows the former.
+        criteria = criteria.assign(
+            win_rate_lift=pd.to_numeric(criteria["win_rate_with"], errors="coerce")
+            / pd.to_numeric(criteria["win_rate_without"], errors="coerce")
+        )
         data.criteria = criteria.assign(
             _order=criteria["verdict"].map(VERDICT_ORDER), _size=-criteria["points"].abs()
         ).sort_values(["_order", "_size", "label"], ignore_index=True)[criteria.columns]
@@ -310,6 +318,10 @@ def read_call(con: duckdb.DuckDBPyConnection, as_of: dt.date, limit: int = TOP_A
             """,
             [as_of, as_of, as_of, as_of],
         )
+        first = con.execute("select min(as_of) from icp.trigger_events where as_of <= ?", [as_of]).fetchall()[
+            0
+        ][0]
+        data.first_detection = pd.Timestamp(first).date() if first is not None else None
     if table_exists(con, "icp", "alerts"):
         data.alert_status = _query(
             con,

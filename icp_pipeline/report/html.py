@@ -46,8 +46,13 @@ figure.chart{margin:1rem 0 1.4rem}
 figure.chart svg{width:100%;height:auto;display:block}
 figcaption{color:var(--muted);font-size:.85rem;margin-top:.2rem}
 ul{margin:.3rem 0 .8rem;padding-left:1.3rem}
+.summary{background:#f5f7fa;border:1px solid var(--line);border-radius:6px;padding:.5rem 1rem;margin:.8rem 0}
+.summary-title{font-weight:600;font-size:1.1rem;margin:.2rem 0}
+.summary ul{margin:.2rem 0}
+details{margin:.6rem 0}
+summary{cursor:pointer;color:var(--accent);font-weight:600;padding:.2rem 0}
 footer{color:var(--muted);font-size:.8rem;margin-top:2.5rem;border-top:1px solid var(--line);padding-top:.6rem}
-@media print{body{background:#fff}main{max-width:none}h2{break-after:avoid}figure.chart{break-inside:avoid}}
+@media print{body{background:#fff}details>*{display:block}main{max-width:none}h2{break-after:avoid}figure.chart{break-inside:avoid}}
 """
 
 
@@ -64,36 +69,48 @@ class Markup:
 
 @dataclass
 class Section:
-    """One <h2> section: its HTML parts, the charts it drew and the reasons it gave instead of one."""
+    """One <h2> section: what shows at once, the details folded under a <summary>, the charts it drew
+    and the reasons it gave instead of one."""
 
     anchor: str
     title: str
     parts: list[str] = field(default_factory=list)
     charts: list[str] = field(default_factory=list)
     explained: list[str] = field(default_factory=list)
+    folded: list[str] = field(default_factory=list)
+    fold_label: str = ""
+
+    def fold(self, label: str) -> None:
+        """Everything added from here on is folded under `label` (a <details>, no script needed)."""
+        self.fold_label = label
 
     def add(self, markup: str) -> None:
-        self.parts.append(markup)
+        (self.folded if self.fold_label else self.parts).append(markup)
 
     def para(self, text: str, css: str = "") -> None:
-        self.parts.append(f'<p class="{css}">{esc(text)}</p>' if css else f"<p>{esc(text)}</p>")
+        self.add(f'<p class="{css}">{esc(text)}</p>' if css else f"<p>{esc(text)}</p>")
 
     def heading(self, text: str) -> None:
-        self.parts.append(f"<h3>{esc(text)}</h3>")
+        self.add(f"<h3>{esc(text)}</h3>")
 
     def why(self, text: str) -> None:
         """An empty or insufficient part, said in words instead of an empty chart."""
         self.explained.append(text)
-        self.parts.append(f'<p class="why">{esc(text)}</p>')
+        self.add(f'<p class="why">{esc(text)}</p>')
 
     def chart(self, name: str, svg: str, caption: str) -> None:
         self.charts.append(name)
-        self.parts.append(
+        self.add(
             f'<figure class="chart" data-chart="{esc(name)}">{svg}<figcaption>{esc(caption)}</figcaption></figure>'
         )
 
     def render(self) -> str:
-        return f'<section id="{esc(self.anchor)}"><h2>{esc(self.title)}</h2>{"".join(self.parts)}</section>'
+        details = (
+            f"<details><summary>{esc(self.fold_label)}</summary>{''.join(self.folded)}</details>"
+            if self.folded
+            else ""
+        )
+        return f'<section id="{esc(self.anchor)}"><h2>{esc(self.title)}</h2>{"".join(self.parts)}{details}</section>'
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], numeric: Sequence[int] = ()) -> str:
@@ -129,8 +146,18 @@ def bullet_list(items: Iterable[str]) -> str:
     return "<ul>" + "".join(f"<li>{esc(item)}</li>" for item in items) + "</ul>"
 
 
-def page(title: str, header: str, sections: Sequence[Section], footer: str) -> str:
-    """The whole document: inline CSS only, no script, no external reference of any kind."""
+def page(
+    title: str, header: str, sections: Sequence[Section], footer: str, summary: Sequence[str] = ()
+) -> str:
+    """The whole document: inline CSS only, no script, no external reference of any kind.
+
+    `summary`: the few sentences shown first, above the sections (whose details are folded).
+    """
+    short = (
+        f'<div class="summary" id="summary"><p class="summary-title">In short</p>{bullet_list(summary)}</div>'
+        if summary
+        else ""
+    )
     nav = "".join(f'<a href="#{esc(s.anchor)}">{esc(s.title)}</a>' for s in sections)
     body = "".join(s.render() for s in sections)
     return (
@@ -138,5 +165,5 @@ def page(title: str, header: str, sections: Sequence[Section], footer: str) -> s
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head>"
-        f"<body><main>{header}<nav>{nav}</nav>{body}<footer>{esc(footer)}</footer></main></body></html>\n"
+        f"<body><main>{header}{short}<nav>{nav}</nav>{body}<footer>{esc(footer)}</footer></main></body></html>\n"
     )

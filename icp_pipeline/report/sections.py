@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import pandas as pd
 
-from icp_pipeline.profile.traits import TRAIT_LABELS
+from icp_pipeline.profile.traits import TRAIT_LABELS, UNKNOWN
 from icp_pipeline.report import charts
 from icp_pipeline.report import format as fmt
-from icp_pipeline.report.data import ReportData
+from icp_pipeline.report.data import TRIGGER_WEEKS, ReportData
 from icp_pipeline.report.html import Markup, Section, bullet_list, esc, table, tier_badge, tiles
 
 VERDICTS = (("must_have", "Must-have"), ("nice_to_have", "Nice-to-have"), ("hard_no", "Hard no"))
@@ -35,6 +36,15 @@ SCORED_BY = {
     "no_signal": "no signal: no trait separates won from lost deals, so every account scores alike",
 }
 COHORT_ROWS = ("reference", "population", "what_moved", "verdict")
+PSI_JS_WORDS = (
+    "In plain words: PSI (population stability index) compares how recent deals' accounts spread over a "
+    "feature's values (industries, size bands...) with how the reference deals' accounts did; 0 means the same "
+    "mix, under 0.1 is noise, 0.1-0.2 is worth watching, above 0.2 the mix has changed. JS distance "
+    "(Jensen-Shannon) measures the same gap on a fixed 0-1 scale: 0 for identical mixes, 1 for mixes with "
+    "nothing in common; below about 0.1 the two look alike."
+)
+CALL_FIRST = 5  # accounts shown at once; the rest of the top list is folded
+UNKNOWN_REASON = re.compile(rf"= {UNKNOWN}: [+-]\d+$")
 
 
 def _feature_label(feature: str) -> str:
@@ -62,6 +72,7 @@ def icp_section(data: ReportData) -> Section:
         section.para("; ".join(facts) + ".", "sub")
     if icp.notes:
         section.para(f"Notes: {icp.notes}", "sub")
+    section.fold("Criteria with their evidence, ICP-fit against the rest, audit of the written ICP")
     criteria = icp.criteria
     if criteria.empty:
         section.why(
@@ -90,10 +101,10 @@ def icp_section(data: ReportData) -> Section:
                     "Points",
                     "Win rate (95% CI)",
                     "Without",
-                    "Deals",
-                    "Support",
-                    "Accounts",
                     "Lift",
+                    "Deals",
+                    "Best customers",
+                    "Accounts",
                     "q",
                 ],
                 [
@@ -102,10 +113,10 @@ def icp_section(data: ReportData) -> Section:
                         f"{int(row.points):+d}",
                         f"{fmt.pct(row.win_rate_with)} ({fmt.pct(row.win_rate_with_low)}-{fmt.pct(row.win_rate_with_high)})",
                         fmt.pct(row.win_rate_without),
+                        fmt.ratio(row.win_rate_lift),
                         fmt.count(row.closed_with),
                         fmt.pct(row.support_best),
                         fmt.pct(row.share_of_accounts),
-                        fmt.ratio(row.lift),
                         fmt.p_value(row.q_value),
                     )
                     for row in items.itertuples(index=False)
@@ -114,12 +125,34 @@ def icp_section(data: ReportData) -> Section:
             )
         )
     section.para(
-        "Win rate: of closed deals at accounts with the trait (without: at the others); deals: closed deals with "
-        "the trait; support: share of best customers (top 20% of retained customers by value) with it; accounts: "
-        "share of all accounts with it; lift: support over that share; q: Fisher exact test, Benjamini-Hochberg "
-        "corrected.",
+        "Win rate: of closed deals at accounts with the trait (without: at the others); lift: win rate with the "
+        "trait over the win rate without it, the figure the verdict rests on (a must-have or nice-to-have wins "
+        "more often, above 1.0x; a hard no far less); deals: closed deals with the trait; best customers: share "
+        "of the best customers (top 20% of retained customers by value) with it; accounts: share of all accounts "
+        "with it. q, in plain words: the expected share of flukes among traits with evidence this strong, after "
+        "allowing for every trait being tested at once (Fisher exact test, Benjamini-Hochberg correction); "
+        "below 0.05 counts as a finding, and 2e-20 leaves practically no doubt.",
         "small",
     )
+    rarer = (
+        criteria[
+            criteria["verdict"].isin(["must_have", "nice_to_have"])
+            & (criteria["support_best"] < criteria["share_of_accounts"])
+        ]
+        if len(criteria)
+        else criteria
+    )
+    if len(rarer):
+        section.para(
+            "Wins more deals but is rarer among the best customers than among all accounts (worth a look at "
+            "deal size and retention): "
+            + "; ".join(
+                f"{r.label} ({fmt.pct(r.support_best)} of best customers, {fmt.pct(r.share_of_accounts)} of accounts)"
+                for r in rarer.itertuples(index=False)
+            )
+            + ".",
+            "small",
+        )
     section.heading("ICP-fit accounts (tiers A and B) against the rest")
     metrics = icp.fit_metrics.set_index("metric") if len(icp.fit_metrics) else pd.DataFrame()
     shown = [
@@ -187,6 +220,7 @@ def score_section(data: ReportData) -> Section:
             ]
         )
     )
+    section.fold("Win rate by tier and the gains curve")
     tiers = score.tiers.dropna(subset=["win_rate"])
     if len(tiers) >= 2:
         rates = tiers.set_index("tier")["win_rate"]
@@ -286,55 +320,36 @@ def call_section(data: ReportData) -> Section:
             "account's buying signals in the last 90 days. Hard-no accounts are left out.",
             "small",
         )
-        section.add(
-            table(
-                ["#", "Account", "Owner", "Tier", "Score", "Why it fits", "Latest trigger", "Priority"],
-                [
-                    (
-                        rank,
-                        Markup(
-                            f"{esc(row.name or row.account_id)}<br><span class='small'>{esc(row.account_id)}</span>"
-                        ),
-                        row.owner if isinstance(row.owner, str) else "unassigned",
-                        tier_badge(str(row.tier)),
-                        int(row.fit_score),
-                        row.top_positive or "",
-                        Markup(
-                            esc(trigger_text(row.latest_trigger, row.latest_evidence))
-                            + (
-                                f"<br><span class='small'>{esc(pd.Timestamp(row.latest_trigger_at).date())}"
-                                + (
-                                    f", {int(row.recent_triggers)} signals in 90 days"
-                                    if row.recent_triggers > 1
-                                    else ""
-                                )
-                                + "</span>"
-                                if pd.notna(row.latest_trigger_at)
-                                else ""
-                            )
-                        ),
-                        fmt.decimal(row.priority),
+        headers = ["#", "Account", "Owner", "Tier", "Score", "Why it fits", "Latest trigger", "Priority"]
+        rows = [
+            (
+                rank,
+                Markup(
+                    f"{esc(row.name or row.account_id)}<br><span class='small'>{esc(row.account_id)}</span>"
+                ),
+                row.owner if isinstance(row.owner, str) else "unassigned",
+                tier_badge(str(row.tier)),
+                int(row.fit_score),
+                shown_reasons(row.top_positive),
+                Markup(
+                    esc(trigger_text(row.latest_trigger, row.latest_evidence))
+                    + (
+                        f"<br><span class='small'>{esc(pd.Timestamp(row.latest_trigger_at).date())}"
+                        + (
+                            f", {int(row.recent_triggers)} signals in 90 days"
+                            if row.recent_triggers > 1
+                            else ""
+                        )
+                        + "</span>"
+                        if pd.notna(row.latest_trigger_at)
+                        else ""
                     )
-                    for rank, row in enumerate(top.itertuples(index=False), start=1)
-                ],
-                numeric=(0, 4, 7),
+                ),
+                fmt.decimal(row.priority),
             )
-        )
-    weeks = call.trigger_weeks
-    if weeks.empty:
-        section.why(
-            "No trigger events happened in the last 12 weeks: either the feeds (funding rounds, job postings, "
-            "leadership changes, firmographics) were not delivered or nothing crossed a trigger threshold."
-        )
-    else:
-        labels = [(data.as_of - dt.timedelta(days=7 * ago)).strftime("%b %d") for ago in range(12)]
-        totals = weeks.groupby("trigger_type")["events"].sum().sort_values(ascending=False)
-        section.chart(
-            "triggers_by_week",
-            charts.triggers_by_week(weeks, labels),
-            f"Buying signals by the week they happened: {fmt.count(totals.sum())} in 12 weeks, most of them "
-            f"{str(totals.index[0]).replace('_', ' ')} ({fmt.count(totals.iloc[0])}); a tall bar is a busy week for reps.",
-        )
+            for rank, row in enumerate(top.itertuples(index=False), start=1)
+        ]
+        section.add(table(headers, rows[:CALL_FIRST], numeric=(0, 4, 7)))
     alerts = call.alert_status
     if len(alerts):
         parts = [
@@ -347,7 +362,87 @@ def call_section(data: ReportData) -> Section:
         )
     else:
         section.para("No alert was created for this date.", "small")
+    section.fold(
+        f"The next {len(top) - CALL_FIRST} accounts and buying signals per week"
+        if len(top) > CALL_FIRST
+        else "Buying signals per week"
+    )
+    if len(top) > CALL_FIRST:
+        section.add(table(headers, rows[CALL_FIRST:], numeric=(0, 4, 7)))
+    weeks = call.trigger_weeks
+    if weeks.empty:
+        section.why(
+            "No trigger events happened in the last 12 weeks: either the feeds (funding rounds, job postings, "
+            "leadership changes, firmographics) were not delivered or nothing crossed a trigger threshold."
+        )
+    else:
+        section.chart(
+            "triggers_by_week",
+            charts.triggers_by_week(
+                weeks, week_labels(data.as_of), unchecked_weeks(data.as_of, call.first_detection)
+            ),
+            triggers_caption(weeks, data.as_of, call.first_detection),
+        )
     return section
+
+
+def week_labels(as_of: dt.date) -> list[str]:
+    """'Nov 01', 'Oct 25', ...: the last day of each of the 12 weeks, newest first."""
+    return [(as_of - dt.timedelta(days=7 * ago)).strftime("%b %d") for ago in range(TRIGGER_WEEKS)]
+
+
+def unchecked_weeks(as_of: dt.date, first_detection: dt.date | None) -> int:
+    """How many of the oldest weeks ended before the first nightly run that looked for triggers."""
+    if first_detection is None:
+        return 0
+    ended_before = [
+        ago for ago in range(TRIGGER_WEEKS) if as_of - dt.timedelta(days=7 * ago) < first_detection
+    ]
+    return len(ended_before)
+
+
+def triggers_caption(weeks: pd.DataFrame, as_of: dt.date, first_detection: dt.date | None) -> str:
+    """What the weekly bars say, and what they cannot: hiring surges exist only from the first run on.
+
+    Funding rounds, leadership changes and firmographic changes carry their own dates from the feeds,
+    so every week is complete. A hiring surge is a state ("30-day postings far above the account's
+    baseline") found only when a nightly run looks; it is dated by its newest posting, so the first
+    run piles every surge going on now into the last week or two, and weeks before it show none.
+    """
+    totals = weeks.groupby("trigger_type")["events"].sum().sort_values(ascending=False)
+    text = (
+        f"Buying signals by the week they happened: {fmt.count(totals.sum())} in {TRIGGER_WEEKS} weeks, most "
+        f"of them {str(totals.index[0]).replace('_', ' ')} ({fmt.count(totals.iloc[0])})."
+    )
+    dated = weeks[weeks["trigger_type"] != "hiring_surge"]
+    per_week = dated.groupby("weeks_ago")["events"].sum().reindex(range(TRIGGER_WEEKS), fill_value=0)
+    hiring = weeks[weeks["trigger_type"] == "hiring_surge"]
+    surges, latest_surges = (
+        int(hiring["events"].sum()),
+        int(hiring.loc[hiring["weeks_ago"] == 0, "events"].sum()),
+    )
+    unchecked = unchecked_weeks(as_of, first_detection)
+    if surges and unchecked:
+        text += (
+            f" Hiring surges are found only by nightly runs, the first on {first_detection}; each is dated by its "
+            f"newest posting, so the {fmt.count(surges)} surges sit in the last weeks, and the {unchecked} shaded "
+            "weeks show few or none because no run looked then, not because there were none. The last week's "
+            f"bar holds {fmt.count(latest_surges)} of them: without them it had {fmt.count(per_week.iloc[0])} signals, against "
+            f"{fmt.decimal(per_week.iloc[1:].mean(), 1)} a week on average before."
+        )
+    else:
+        text += (
+            f" Without hiring surges the last week had {fmt.count(per_week.iloc[0])} signals, against "
+            f"{fmt.decimal(per_week.iloc[1:].mean(), 1)} a week on average before; a tall bar is a busy week for reps."
+        )
+    return text
+
+
+def shown_reasons(text: object) -> str:
+    """The reasons a rep reads, without any citing an unknown value (rows scored before that rule)."""
+    if not isinstance(text, str):
+        return ""
+    return "; ".join(part for part in text.split("; ") if not UNKNOWN_REASON.search(part))
 
 
 def drift_section(data: ReportData) -> Section:
@@ -373,6 +468,7 @@ def drift_section(data: ReportData) -> Section:
     reference_auc = float(reference["value"].iloc[0]) if len(reference) else float("nan")
     if len(reference):
         section.para(f"Reference: {reference['note'].iloc[0]}; AUC {fmt.decimal(reference_auc)}.", "sub")
+    section.fold("AUC and tier-A lift per monthly cohort, population shift (PSI, JS distance), what moved")
     cohorts = metrics[~metrics["cohort"].isin(COHORT_ROWS)]
     auc = cohorts[cohorts["metric"] == "auc"]
     judged = auc.dropna(subset=["value"]).reset_index(drop=True)
@@ -424,6 +520,28 @@ def drift_section(data: ReportData) -> Section:
             f"recent deals come from the same mix of accounts as the reference, above {fmt.decimal(flag_level)} "
             "the mix has changed.",
         )
+        section.para(PSI_JS_WORDS, "small")
+        js = metrics[(metrics["cohort"] == "population") & (metrics["metric"] == "js_distance")]
+        js_by_feature = js.dropna(subset=["value"]).set_index("segment")["value"]
+        section.add(
+            table(
+                ["Feature", "PSI", "JS distance", "Reading"],
+                [
+                    (
+                        row.label,
+                        fmt.decimal(row.value, 3),
+                        fmt.decimal(js_by_feature.get(row.segment), 3),
+                        "shifted"
+                        if row.value >= flag_level
+                        else "watch"
+                        if row.value >= drift.psi_watch
+                        else "same mix",
+                    )
+                    for row in psi.itertuples(index=False)
+                ],
+                numeric=(1, 2),
+            )
+        )
     else:
         section.why("No population stability figures: the reference or recent cohorts hold no deals.")
     section.heading("What moved")
@@ -449,6 +567,8 @@ def health_section(data: ReportData) -> Section:
             f"so they describe the run of {data.latest_as_of}, not {data.as_of}.",
             "sub",
         )
+    section.para(health_line(data))
+    section.fold("Rows per table, contract rules, quarantine, freshness and feed match rates")
     rows = health.table_rows
     section.heading("Rows per table")
     section.add(
@@ -531,6 +651,67 @@ def health_section(data: ReportData) -> Section:
             "unmatched rows are kept but cannot trigger alerts.",
         )
     return section
+
+
+def health_line(data: ReportData) -> str:
+    """Data health in one sentence: rules, quarantine, stale tables."""
+    health = data.health
+    failed = health.failed_rules
+    blocking = int((failed["severity"] == "block").sum()) if len(failed) else 0
+    quarantined = int(health.quarantine["rows"].sum()) if len(health.quarantine) else 0
+    if health.rules_evaluated == 0:
+        rules = "No contract results for this date (staging has not run)"
+    elif failed.empty:
+        rules = f"All {fmt.count(health.rules_evaluated)} contract rules passed"
+    else:
+        rules = f"{fmt.count(len(failed))} of {fmt.count(health.rules_evaluated)} contract rules failed" + (
+            f" ({blocking} blocking)" if blocking else ""
+        )
+    fresh = health.freshness
+    stale = fresh[fresh["passed"].eq(False)]["table"].str.replace("_", " ").tolist() if len(fresh) else []
+    return f"{rules}; {fmt.count(quarantined)} rows quarantined; " + (
+        f"stale: {', '.join(stale)}." if stale else "no table is stale."
+    )
+
+
+def summary_points(data: ReportData) -> list[str]:
+    """The page in five sentences, shown first: what the ICP is, whether the score works, who to call,
+    whether the ICP drifts, whether the data can be trusted."""
+    points = [data.icp.summary or "No ICP profile was derived for this date."]
+    values = data.score.values
+    if "auc" in values:
+        tiers = data.score.tiers.dropna(subset=["win_rate"]).set_index("tier")["win_rate"]
+        points.append(
+            f"The score ranks deals it never saw with an AUC of {fmt.decimal(values['auc'])} (0.5 = coin flip)"
+            + (
+                f"; tier A won {fmt.pct(tiers['A'])} of them against a {fmt.pct(values.get('base_win_rate'))} base rate."
+                if "A" in tiers.index
+                else "."
+            )
+        )
+    else:
+        points.append(f"The score is not validated for this date: {data.score.status}.")
+    top = data.call.top_accounts.head(3)
+    if len(top):
+        points.append(
+            "Call first: "
+            + "; ".join(
+                f"{row.name or row.account_id} (tier {row.tier}, "
+                + (row.owner if isinstance(row.owner, str) else "unassigned")
+                + ")"
+                for row in top.itertuples(index=False)
+            )
+            + "."
+        )
+    flag = data.drift.flag
+    if data.drift.metrics.empty:
+        points.append("Drift has not been computed for this date.")
+    elif flag.get("flagged"):
+        points.append(f"ICP drift flagged: {flag.get('reason')}.")
+    else:
+        points.append("No ICP drift: no monthly cohort ranks deals significantly worse than the reference.")
+    points.append(health_line(data))
+    return points
 
 
 def build_sections(data: ReportData) -> list[Section]:

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from icp_pipeline.frames import grouped_order
 from icp_pipeline.profile.derive import HARD_NO, IcpProfile, assign_tiers, disqualified_accounts, trait_label
-from icp_pipeline.profile.traits import AccountTraits
+from icp_pipeline.profile.traits import UNKNOWN, AccountTraits
 from icp_pipeline.scoring.model import Design, account_scores, feature_points
 
 TOP_REASONS = 3
@@ -126,7 +126,8 @@ def _join_per_account(
 
 def _reason_texts(design: Design, points: np.ndarray) -> pd.DataFrame:
     """Per account, in design order: a JSON list of every non-zero item, and the top positive and
-    negative reasons as text ("Industry = Software: +10; ..."), at most TOP_REASONS each.
+    negative reasons as text ("Industry = Software: +10; ..."), at most TOP_REASONS each, naming
+    known values only.
 
     A feature's points, label and JSON item are the same for every account holding it, so they are
     rendered and ranked once per feature (in DuckDB, as the reasons were always rendered); each
@@ -166,7 +167,10 @@ def _reason_texts(design: Design, points: np.ndarray) -> pd.DataFrame:
     items = rendered["item"].combine_chunks().take(pa.array(feature))
     texts = rendered["text"].combine_chunks().take(pa.array(feature))
     listed, _ = _join_per_account(n, account, by_size, items, ",")
-    gain, loss = points[feature] > 0, points[feature] < 0
+    # A missing value may carry points (the model learned from it), but "Company age = unknown" is
+    # no reason to call: the texts shown to reps name only known values; `reasons` keeps every item.
+    known = (design.features["value"].astype("str") != UNKNOWN).to_numpy()[feature]
+    gain, loss = (points[feature] > 0) & known, (points[feature] < 0) & known
     positive, _ = _join_per_account(n, account[gain], by_gain[gain], texts.filter(gain), "; ", TOP_REASONS)
     negative, _ = _join_per_account(n, account[loss], by_loss[loss], texts.filter(loss), "; ", TOP_REASONS)
     return pd.DataFrame(

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from icp_pipeline.frames import isin, joined_per_group
-from icp_pipeline.profile.traits import build_traits
+from icp_pipeline.profile.traits import UNKNOWN, build_traits
 from icp_pipeline.scoring.model import PointsModel, account_points, build_design
 
 
@@ -50,7 +50,12 @@ def net_new_accounts(
     scores, items = account_points(design, model)
     needed = cutoffs.get(min_tier, 101)
     keep = scores >= needed
-    positive = items[(items["points"] > 0) & isin(items["account_id"], design.account_ids[keep])]
+    # An unknown value (no founding date for a company outside the CRM) is never given as a reason.
+    positive = items[
+        (items["points"] > 0)
+        & (items["value"].astype("str") != UNKNOWN)
+        & isin(items["account_id"], design.account_ids[keep])
+    ]
     # Highest points first, ties by trait and value: the reasons do not depend on row order.
     positive = positive.sort_values(
         ["points", "trait", "value"], ascending=[False, True, True], kind="stable"
