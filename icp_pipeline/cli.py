@@ -89,6 +89,19 @@ def warehouse_counts(warehouse: Path) -> dict[str, int]:
         }
 
 
+def _not_scored_line(warehouse: Path, as_of: dt.date, config: settings.IcpConfig) -> str:
+    """The run summary's line on accounts left out of the scores (see `ingest.absence`)."""
+    from icp_pipeline.ingest.absence import ABSENT, DELETED, not_scored_counts
+
+    counts = not_scored_counts(warehouse, as_of)
+    after = config.deletions.absent_after_loads
+    rule = f"absent from {after}+ nightly loads of the drop" if after else "absence never counts"
+    return (
+        f"not scored: {counts.get(DELETED, 0):,} account(s) deleted in the CRM, "
+        f"{counts.get(ABSENT, 0):,} absent ({rule})"
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from icp_pipeline.demo.generate import DEMO_AS_OF, DemoSpec, generate_demo
 
@@ -139,6 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"warehouse: {warehouse}")
     for table, rows in counts.items():
         print(f"  {table:<32} {rows:>12,} rows")
+    print(_not_scored_line(warehouse, as_of, settings.load_config(args.config)))
     outputs = {
         "ICP document": warehouse.parent / "reports" / "icp_profile.html",
         "morning report": warehouse.parent / "reports" / "icp_report.html",
