@@ -41,9 +41,8 @@ def test_an_account_missing_from_n_loads_is_not_scored_until_it_comes_back(
     config = tmp_path / "icp.yaml"
     config.write_text("deletions:\n  absent_after_loads: 2\n")
     warehouse = tmp_path / "wh.duckdb"
-    out = _run(drop, warehouse, NIGHTS[0], config, capsys)
+    _run(drop, warehouse, NIGHTS[0], config, capsys)
     assert _scored(warehouse, NIGHTS[0]) == {"A1", "A2", "A3"}
-    assert "not scored: 0 account(s) deleted in the CRM, 0 absent" in out
 
     without_a3 = "".join(
         line for line in ACCOUNTS_CSV.splitlines(keepends=True) if not line.startswith("A3,")
@@ -89,10 +88,62 @@ def test_an_account_flagged_deleted_is_not_scored_at_once_and_returns_when_unfla
     config.write_text("deletions:\n  absent_after_loads: 0\n")
     warehouse = tmp_path / "wh.duckdb"
     out = _run(drop, warehouse, NIGHTS[0], config, capsys)
-    assert _scored(warehouse, NIGHTS[0]) == {"A1", "A3"}
+    assert _scored(warehouse, NIGHTS[0]) == {"A1", "A3"}, "a deleted account is not scored"
     assert "not scored: 1 account(s) deleted in the CRM, 0 absent (absence never counts)" in out
 
     unflagged = [flagged[0], *(line.replace(",true", ",false") for line in flagged[1:])]
     (drop / "crm" / "accounts.csv").write_text("\n".join(unflagged) + "\n", encoding="utf-8")
     _run(drop, warehouse, NIGHTS[1], config, capsys)
     assert _scored(warehouse, NIGHTS[1]) == {"A1", "A2", "A3"}
+
+
+def test_absence_is_counted_on_the_appended_and_unchanged_paths_without_reading_the_file_again(
+    tmp_path: Path,
+) -> None:
+    import dagster as dg
+    from dagster_dlt import DagsterDltResource
+
+    from icp_pipeline.ingest.assets import raw_file_drop
+    from icp_pipeline.resources import IcpSettings
+
+    drop = write_drop(
+        tmp_path / "drop", {"crm/accounts.csv": ACCOUNTS_CSV, "crm/opportunities.csv": OPPORTUNITIES_CSV}
+    )
+    warehouse = tmp_path / "wh.duckdb"
+    resources = {
+        "dlt": DagsterDltResource(),
+        "icp": IcpSettings(source_dir=str(drop), warehouse=str(warehouse)),
+    }
+
+    def load(as_of: dt.date) -> dict[str, object]:
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = dg.materialize(
+                [raw_file_drop], partition_key=as_of.isoformat(), instance=instance, resources=resources
+            )
+        return next(
+            m.metadata
+            for m in result.asset_materializations_for_node("raw_file_drop")
+            if m.asset_key.path[-1] == "accounts"
+        )
+
+    def absences() -> list[tuple[object, ...]]:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            return con.execute(
+                "select _raw_key, missed_loads, last_seen_as_of from icp.raw_absences order by _raw_key"
+            ).fetchall()
+
+    load(NIGHTS[0])
+    assert absences() == []
+    accounts = drop / "crm" / "accounts.csv"
+    accounts.write_text(
+        "".join(line for line in ACCOUNTS_CSV.splitlines(keepends=True) if not line.startswith("A3,")),
+        encoding="utf-8",
+    )
+    load(NIGHTS[1])
+    assert absences() == [("A3", 1, NIGHTS[0])]
+    with accounts.open("a", encoding="utf-8") as handle:
+        handle.write("A4,Delta BV,delta.nl,Software,60,2000000,NL,U1,2024-04-01,2026-10-30T00:00:00\n")
+    assert load(NIGHTS[2])["appended_file"].value is True
+    assert absences() == [("A3", 2, NIGHTS[0])]
+    assert load(NIGHTS[3])["unchanged_file"].value is True
+    assert absences() == [("A3", 3, NIGHTS[0])]
