@@ -147,3 +147,22 @@ def test_absence_is_counted_on_the_appended_and_unchanged_paths_without_reading_
     assert absences() == [("A3", 2, NIGHTS[0])]
     assert load(NIGHTS[3])["unchanged_file"].value is True
     assert absences() == [("A3", 3, NIGHTS[0])]
+
+
+def test_the_latest_row_decides_and_deleted_at_counts_from_its_date() -> None:
+    from icp_pipeline.ingest.absence import excluded_accounts
+
+    with duckdb.connect() as con:
+        con.execute("create schema raw")
+        con.execute(
+            """create table raw.accounts as select * from (values
+                ('A1', 'A1', '2026-10-01T00:00:00', '2026-10-31T12:00:00Z'),
+                ('A2', 'A2', '2026-10-01T00:00:00', '2026-11-02'),
+                ('A3', 'A3', '2026-10-01T00:00:00', ''),
+                ('A4', 'A4', '2026-10-01T00:00:00', '2026-10-01'),
+                ('A4', 'A4', '2026-10-05T00:00:00', null),
+                ('A5', 'A5', '2026-10-01T00:00:00', 'yes, not a date')
+            ) t(account_id, _raw_key, updated_at, deleted_at)"""
+        )
+        excluded = excluded_accounts(con, dt.date(2026, 11, 1), 3)
+    assert excluded[["account_id", "reason"]].values.tolist() == [["A1", "deleted"], ["A5", "deleted"]]

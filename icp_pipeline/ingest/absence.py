@@ -169,13 +169,16 @@ def excluded_accounts(
     selects = []
     deleted = _deleted_condition(columns)
     if deleted is not None:
-        # The flag of the key's latest row decides: a row delivered again without it restores the account.
+        # The flag of the key's latest row decides: a row delivered again without it restores the
+        # account. Only the keys with a flagged row are ranked (a window over every row took 0.36 s at 1M).
         order = '"updated_at" desc nulls last' if "updated_at" in columns else "1"
         selects.append(
             f"""select {RAW_KEY}, '{DELETED}' as reason, 0 as rank from (
-                select {RAW_KEY}, ({deleted}) as is_deleted,
+                select {RAW_KEY}, coalesce({deleted}, false) as is_deleted,
                     row_number() over (partition by {RAW_KEY} order by {order}) as n
-                from raw.accounts) where n = 1 and is_deleted"""
+                from raw.accounts
+                where {RAW_KEY} in (select {RAW_KEY} from raw.accounts where {deleted})
+            ) where n = 1 and is_deleted"""
         )
     if absent_after_loads > 0 and table_exists(con, "icp", ABSENCES):
         selects.append(
