@@ -148,11 +148,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             _say(f"icp run failed: {_failure_reason(result)}")
             return 1
         counts = warehouse_counts(warehouse)
+        not_scored = _not_scored_line(warehouse, as_of, config)
     print(f"icp run succeeded in {elapsed:.1f}s (run {result.run_id}, as of {as_of})")
     print(f"warehouse: {warehouse}")
     for table, rows in counts.items():
         print(f"  {table:<32} {rows:>12,} rows")
-    print(_not_scored_line(warehouse, as_of, settings.load_config(args.config)))
+    print(not_scored)
     outputs = {
         "ICP document": warehouse.parent / "reports" / "icp_profile.html",
         "morning report": warehouse.parent / "reports" / "icp_report.html",
