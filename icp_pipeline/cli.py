@@ -89,6 +89,19 @@ def warehouse_counts(warehouse: Path) -> dict[str, int]:
         }
 
 
+def _not_scored_line(warehouse: Path, as_of: dt.date, config: settings.IcpConfig) -> str:
+    """The run summary's line on accounts left out of the scores (see `ingest.absence`)."""
+    from icp_pipeline.ingest.absence import ABSENT, DELETED, not_scored_counts
+
+    counts = not_scored_counts(warehouse, as_of)
+    after = config.deletions.absent_after_loads
+    rule = f"absent from {after}+ nightly loads of the drop" if after else "absence never counts"
+    return (
+        f"not scored: {counts.get(DELETED, 0):,} account(s) deleted in the CRM, "
+        f"{counts.get(ABSENT, 0):,} absent ({rule})"
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from icp_pipeline.demo.generate import DEMO_AS_OF, DemoSpec, generate_demo
 
@@ -135,10 +148,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             _say(f"icp run failed: {_failure_reason(result)}")
             return 1
         counts = warehouse_counts(warehouse)
+        not_scored = _not_scored_line(warehouse, as_of, config)
     print(f"icp run succeeded in {elapsed:.1f}s (run {result.run_id}, as of {as_of})")
     print(f"warehouse: {warehouse}")
     for table, rows in counts.items():
         print(f"  {table:<32} {rows:>12,} rows")
+    print(not_scored)
     outputs = {
         "ICP document": warehouse.parent / "reports" / "icp_profile.html",
         "morning report": warehouse.parent / "reports" / "icp_report.html",

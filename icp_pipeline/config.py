@@ -561,6 +561,14 @@ class OpsConfig(_Section):
         return _url_template(template, ("run_id",))
 
 
+class DeletionConfig(_Section):
+    """When an account the drop no longer delivers stops being scored (see `ingest.absence`): after
+    this many consecutive nightly loads of its file without it; 0 = never. A truthy `deleted`,
+    `is_deleted` or a past `deleted_at` column stops it at once."""
+
+    absent_after_loads: int = Field(default=3, ge=0)
+
+
 class IcpConfig(_Section):
     """The whole of `icp.yaml`."""
 
@@ -576,6 +584,7 @@ class IcpConfig(_Section):
     writeback: WritebackConfig = Field(default_factory=WritebackConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     ops: OpsConfig = Field(default_factory=OpsConfig)
+    deletions: DeletionConfig = Field(default_factory=DeletionConfig)
     contracts_dir: Path | None = None
     # Seconds a run waits for another run holding the warehouse lock; 0 exits at once with one line.
     warehouse_lock_wait_s: float = Field(default=0, ge=0)

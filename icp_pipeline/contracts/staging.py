@@ -199,7 +199,7 @@ def inputs_fingerprints(
     parts: dict[str, object] = {
         "code": code_digest(_STAGING_CODE, _LIBRARIES),
         "contract": contract.model_dump_json(),
-        "config": config.model_dump_json(),
+        "config": config.model_dump_json(exclude={"deletions"}),  # scoring reads it, staging does not
     }
     for spec in contract.columns.values():
         ref = spec.references

@@ -12,11 +12,12 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from icp_pipeline.config import config_or_defaults, contracts_dir
 from icp_pipeline.contracts.spec import load_contracts
 from icp_pipeline.dlt_settings import load_settings
+from icp_pipeline.ingest.absence import record_presence
 from icp_pipeline.ingest.file_drop import TableLoadStats, empty_source_for_specs, file_drop_pipeline, spool
 from icp_pipeline.ingest.sources import build_raw_source
 from icp_pipeline.ingest.unchanged import record_loaded
 from icp_pipeline.partitions import nightly_backfill, nightly_partitions
-from icp_pipeline.resources import IcpSettings
+from icp_pipeline.resources import IcpSettings, partition_date
 
 _CONTRACTS = load_contracts(contracts_dir(config_or_defaults()[0]))
 
@@ -112,3 +113,8 @@ def raw_file_drop(
             )
     # Only now is the load committed: the next run may skip these files if they stay the same.
     record_loaded(warehouse, [(s.identity, s.rows_in_file) for s in stats.values() if s.identity is not None])
+    as_of = partition_date(context)
+    for table, table_stats in stats.items():
+        absent = record_presence(warehouse, table, table_stats.file, as_of, table_stats.absent_keys)
+        if absent:
+            context.log.info(f"raw/{table}: {absent:,} key(s) in raw are no longer in {table_stats.file}")

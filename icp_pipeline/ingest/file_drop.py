@@ -31,6 +31,7 @@ from dlt.extract.resource import DltResource
 from dlt.extract.source import DltSource
 
 from icp_pipeline.contracts.spec import TableContract
+from icp_pipeline.ingest.absence import presence_known
 from icp_pipeline.ingest.files import (
     RAW_KEY,
     ROW_HASH,
@@ -68,6 +69,9 @@ class TableLoadStats:
     appended: bool = False  # the file is the one loaded last time plus new lines: only they were read
     identity: FileIdentity | None = None  # set for files read, recorded once the load succeeded
     read: ReadReport | None = None  # how the lines read became rows (files read only)
+    # Raw keys the file does not hold, when it was read whole (none at a first load); None when
+    # the file was not read whole (unchanged or appended: the keys absent are those of last time).
+    absent_keys: pa.Array | None = None
 
 
 def _changed_keys(
@@ -75,11 +79,14 @@ def _changed_keys(
     warehouse: Path,
     chunks: list[pa.Table] | None = None,
     report: ReadReport | None = None,
-) -> pa.Array | None:
-    """Keys whose rows in the drop differ from raw; None when raw has no such table yet.
+) -> tuple[pa.Array, pa.Array] | None:
+    """Keys whose rows in the drop differ from raw, and raw keys the drop no longer holds; None
+    when raw has no such table yet.
 
     The file's chunks are read to find them; they are appended to `chunks` when given, so the
-    caller sends the changed rows without parsing and hashing the file a second time.
+    caller sends the changed rows without parsing and hashing the file a second time. The absent
+    keys come from the same join (a full one where a left one found the changed keys): a file read
+    whole says which keys it holds, at no extra scan (see `absence`).
     """
     if not warehouse.exists():
         return None
@@ -109,12 +116,17 @@ def _changed_keys(
                 select _raw_key, count(*) as n, sum(_row_hash::hugeint) as h
                 from wh.{RAW_DATASET}."{table}" group by _raw_key
             )
-            select incoming._raw_key from incoming
-            left join stored using (_raw_key)
-            where stored._raw_key is null or stored.n <> incoming.n or stored.h <> incoming.h
+            select _raw_key, incoming._raw_key is null as absent from incoming
+            full join stored using (_raw_key)
+            where incoming._raw_key is null or stored._raw_key is null
+                or stored.n <> incoming.n or stored.h <> incoming.h
             """
         ).to_arrow_table()
-    return changed.column(RAW_KEY).combine_chunks()
+    absent = changed.column("absent")
+    return (
+        changed.filter(pc.invert(absent)).column(RAW_KEY).combine_chunks(),
+        changed.filter(absent).column(RAW_KEY).combine_chunks(),
+    )
 
 
 def _new_appended_keys(chunks: list[pa.Table], warehouse: Path, table: str) -> int | None:
@@ -245,6 +257,8 @@ def _table_resource(
         source_file = str(table_file.path.relative_to(inventory.source_dir))
         table_stats = stats.setdefault(contract.table, TableLoadStats(file=source_file))
         last = None if first_load else last_load(warehouse, contract.table, source_file)
+        if last is not None and not presence_known(warehouse, contract.table, source_file):
+            last = None  # read whole once, so that the keys it no longer holds are known
         identity = identify(contract, table_file.path, source_file, table_file.encoding, last)
         rows_before = unchanged_rows(identity, last)
         if rows_before is not None:
@@ -268,9 +282,14 @@ def _table_resource(
                 read = []
         if not table_stats.appended:
             table_stats.read = ReadReport()
-            changed = _changed_keys(table_file, warehouse, read, table_stats.read)
+            found = _changed_keys(table_file, warehouse, read, table_stats.read)
+            changed = None if found is None else found[0]
             table_stats.full_load = changed is None
             table_stats.keys_changed = -1 if changed is None else len(changed)
+            if found is not None:
+                table_stats.absent_keys = found[1]
+            elif first_load:
+                table_stats.absent_keys = pa.array([], pa.string())
         # The appended lines, or the file's chunks `_changed_keys` read, or else a first read.
         whole = iter_identified_chunks(table_file, report=table_stats.read)
         for chunk in _drain(read) if read or table_stats.appended else whole:

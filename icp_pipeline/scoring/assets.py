@@ -6,6 +6,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from icp_pipeline.ingest.absence import ABSENT, DELETED, excluded_accounts, record_excluded
 from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.profile.derive import HARD_NO, MUST_HAVE, NICE_TO_HAVE, derive_profile
 from icp_pipeline.profile.document import profile_rows, with_evidence_text, write_documents
@@ -80,9 +81,14 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
     evidence = with_evidence_text(profile.evidence).assign(as_of=as_of, profile_version=profile.version)
     rows = profile_rows(profile)
     with connect(icp.warehouse_path()) as con:
+        excluded = excluded_accounts(con, as_of, config.deletions.absent_after_loads)
+        if len(excluded):
+            # Deleted or long absent from the drop: not scored, so neither alerted nor written back.
+            scores = scores[~scores["account_id"].isin(excluded["account_id"])].reset_index(drop=True)
         replace_slice(con, "icp", "icp_evidence", evidence, {"as_of": as_of})
         replace_slice(con, "icp", "icp_profile", rows, {"as_of": as_of})
         replace_slice(con, "icp", "account_scores", scores, {"as_of": as_of})
+        record_excluded(con, excluded, as_of)
     markdown, page = write_documents(profile, icp.warehouse_path().parent / "reports")
     context.log.info(f"ICP {profile.version}: {profile.summary}")
     criteria = evidence[evidence["verdict"].isin([MUST_HAVE, NICE_TO_HAVE, HARD_NO])]
@@ -110,6 +116,13 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
         },
     )
     tiers = scores["tier"].value_counts().reindex(list("ABCD"), fill_value=0)
+    not_scored = excluded["reason"].value_counts()
+    if len(excluded):
+        context.log.info(
+            f"not scored: {int(not_scored.get(DELETED, 0)):,} account(s) deleted in the CRM, "
+            f"{int(not_scored.get(ABSENT, 0)):,} absent from the drop for "
+            f"{config.deletions.absent_after_loads}+ loads"
+        )
     yield dg.MaterializeResult(
         asset_key=SCORES,
         metadata={
@@ -117,6 +130,8 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
             "profile_version": profile.version,
             **{f"tier_{tier}": int(count) for tier, count in tiers.items()},
             "disqualified": int(scores["disqualified"].sum()),
+            "deleted_accounts": int(not_scored.get(DELETED, 0)),
+            "absent_accounts": int(not_scored.get(ABSENT, 0)),
             "mean_fit_score": float(scores["fit_score"].mean()),
             "top_accounts": _md(
                 top_accounts(scores, 10)[["account_id", "fit_score", "tier", "top_positive", "top_negative"]]
