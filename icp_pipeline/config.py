@@ -33,17 +33,18 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORK_DIR_NAME = ".icp"
 
 
-# The traits a points override or a written criterion can name, besides `icp.custom_columns`
-# (profile/traits.py SINGLE_TRAITS + TECHNOLOGY; not imported: that pulls in pandas and pyarrow).
-BUILT_IN_TRAITS: tuple[str, ...] = (
+# The traits the profile builds (profile/traits.py), named here so config can check a points
+# override or a written criterion without importing pandas; `icp.custom_columns` adds more.
+SINGLE_TRAITS: tuple[str, ...] = (
     "industry",
     "employee_band",
     "revenue_band",
     "country",
     "company_age_band",
     "funding_stage",
-    "technology",
 )
+TECHNOLOGY = "technology"
+BUILT_IN_TRAITS: tuple[str, ...] = (*SINGLE_TRAITS, TECHNOLOGY)
 Share = Annotated[float, Field(ge=0, le=1)]
 Days = Annotated[int, Field(ge=0)]
 

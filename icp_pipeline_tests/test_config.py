@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from icp_pipeline.config import BUILT_IN_TRAITS, PROJECT_ROOT, IcpConfig, load_config
+from icp_pipeline.config import PROJECT_ROOT, IcpConfig, load_config
 from icp_pipeline.errors import IcpConfigError
-from icp_pipeline.profile.traits import SINGLE_TRAITS, TECHNOLOGY
 
 
 def test_readme_configuration_example_is_valid() -> None:
@@ -136,10 +135,6 @@ def test_point_overrides_on_known_and_custom_traits_load(tmp_path: Path) -> None
     file = tmp_path / "icp.yaml"
     file.write_text('icp: {custom_columns: [segment], points: {"segment=Mid": 5, "technology = dbt": 10}}\n')
     assert load_config(file).icp.points == {"segment=Mid": 5, "technology = dbt": 10}
-
-
-def test_the_trait_list_matches_the_traits_the_profile_builds() -> None:
-    assert (*SINGLE_TRAITS, TECHNOLOGY) == BUILT_IN_TRAITS
 
 
 @pytest.mark.parametrize(

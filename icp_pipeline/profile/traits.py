@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from icp_pipeline.bands import company_age_band, employee_band, revenue_band
+from icp_pipeline.config import SINGLE_TRAITS, TECHNOLOGY
 from icp_pipeline.frames import positions
 
 UNKNOWN = "unknown"
@@ -27,15 +28,6 @@ ACCOUNT_ROW = "account_row"
 # A column of deals read with the evidence: the row of the deal's account among the accounts
 # traits are built from (-1: none), so each date's traits place deals without a text join.
 ACCOUNT_POSITION = "account_position"
-SINGLE_TRAITS: tuple[str, ...] = (
-    "industry",
-    "employee_band",
-    "revenue_band",
-    "country",
-    "company_age_band",
-    "funding_stage",
-)
-TECHNOLOGY = "technology"
 TRAIT_LABELS: dict[str, str] = {
     "industry": "Industry",
     "employee_band": "Employees",
