@@ -1,5 +1,6 @@
 """Importing the Definitions stays cheap: Great Expectations (about 6 s of a 10 s import) loads only
-when a table is validated, so `icp` commands, code servers and test subprocesses do not pay for it."""
+when a table is validated, and scipy (about 1 s) only when evidence is tested or a model fitted, so
+`icp` commands, code servers and test subprocesses do not pay for them."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from icp_pipeline.contracts.spec import load_contracts
 PROBE = """
 import json, sys
 import {module}
-print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] == "great_expectations")))
+print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] == {package!r})))
 """
 
 
-def _gx_modules_after_importing(module: str) -> list[str]:
+def _modules_after_importing(module: str, package: str) -> list[str]:
+    """The modules of `package` that importing `module` in a fresh interpreter loaded."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE.format(module=module)],
+        [sys.executable, "-c", PROBE.format(module=module, package=package)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -33,11 +35,15 @@ def _gx_modules_after_importing(module: str) -> list[str]:
 
 
 def test_importing_the_definitions_does_not_import_great_expectations() -> None:
-    assert _gx_modules_after_importing("icp_pipeline.definitions") == []
+    assert _modules_after_importing("icp_pipeline.definitions", "great_expectations") == []
+
+
+def test_importing_the_definitions_does_not_import_scipy() -> None:
+    assert _modules_after_importing("icp_pipeline.definitions", "scipy") == []
 
 
 def test_importing_the_cli_does_not_import_great_expectations() -> None:
-    assert _gx_modules_after_importing("icp_pipeline.cli") == []
+    assert _modules_after_importing("icp_pipeline.cli", "great_expectations") == []
 
 
 def test_validation_imports_great_expectations_and_applies_its_settings() -> None:
