@@ -112,6 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         as_of=args.as_of or DEMO_AS_OF,
         drift_date=args.drift_date,
         planted_icp=not args.no_icp,
+        messy=args.messy,
     )
     started = time.perf_counter()
     truth = generate_demo(out, spec, progress=_say)
@@ -211,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--as-of", type=_date, help="the date the data ends (default: 2026-11-01)")
     demo.add_argument("--drift-date", type=_date, help="after this date the winning segment changes")
     demo.add_argument("--no-icp", action="store_true", help="outcomes independent of every trait")
+    demo.add_argument(
+        "--messy",
+        action="store_true",
+        help="add a known number of bad rows (listed in truth.json) for the data-health checks to catch",
+    )
     demo.set_defaults(handler=cmd_demo)
 
     run = commands.add_parser("run", help="run the nightly job in-process")

@@ -1,4 +1,7 @@
-"""ICP drift on planted demo data: the drifted cohort is flagged and explained; a stable ICP raises nothing."""
+"""ICP drift on planted demo data: the drifted cohort is flagged and explained; a stable ICP raises nothing.
+
+The drifted demo is also the messy one (`make demo-messy`): its planted bad rows are all held back
+in staging, so they change no staged row, and the drift must still be found beside them."""
 
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ ACCOUNTS = 15_000  # monthly cohorts of ~800 closed deals: enough power to see a
 @pytest.fixture(scope="module")
 def drifted(tmp_path_factory: pytest.TempPathFactory):
     drop, warehouse, truth = staged_demo(
-        tmp_path_factory.mktemp("drifted"), DemoSpec(accounts=ACCOUNTS, seed=3, drift_date=DRIFT_DATE)
+        tmp_path_factory.mktemp("drifted"),
+        DemoSpec(accounts=ACCOUNTS, seed=3, drift_date=DRIFT_DATE, messy=True),
     )
     return drop, warehouse, truth, drift_metrics(load_evidence(warehouse), IcpConfig(), AS_OF)
 
@@ -51,6 +55,20 @@ def test_first_full_cohort_after_the_drift_is_flagged_and_the_mover_named(drifte
     assert report.flagged
     assert "Industry = Healthcare" in report.moved["label"].head(2).tolist()
     assert "Healthcare" in report.recommendation and "re-derive the profile" in report.recommendation
+
+
+def test_the_messy_drift_demo_quarantines_its_planted_rows_beside_the_flag(drifted) -> None:
+    _, warehouse, truth, report = drifted
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute('select "table", rule, count(*) from icp.quarantine group by all').fetchall()
+    per_rule = {(table, rule): count for table, rule, count in rows}
+    planted = {
+        (entry["table"], entry["rule"]): entry["rows"]
+        for entry in truth["messy"].values()
+        if entry["rule"] != "row.duplicate"
+    }
+    assert per_rule == planted
+    assert report.flagged
 
 
 def test_stable_icp_raises_no_performance_flag_over_twelve_cohorts(stable) -> None:

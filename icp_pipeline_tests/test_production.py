@@ -31,6 +31,8 @@ from icp_pipeline_tests.dagster_server import (
     webserver_args,
 )
 
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
 ACCOUNTS = 1500
 SCHEDULE_TIMEOUT_S = 180
 

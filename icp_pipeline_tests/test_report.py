@@ -240,6 +240,7 @@ def png_size(file: Path) -> tuple[int, int]:
     return width, height
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_report_renders_in_headless_chromium_offline_without_errors(
     demo: dict[str, Any], tmp_path: Path
@@ -259,6 +260,7 @@ def test_report_renders_in_headless_chromium_offline_without_errors(
     assert shot.stat().st_size > 100_000
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_browser_check_catches_errors_and_outside_requests(tmp_path: Path) -> None:
     """The control: a page that fetches from the internet and logs an error is caught, and blocked."""

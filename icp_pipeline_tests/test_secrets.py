@@ -326,6 +326,7 @@ FEED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("source", "secret", "endpoint"),
     [

@@ -30,6 +30,8 @@ from icp_pipeline_tests.dagster_server import (
     webserver_args,
 )
 
+pytestmark = pytest.mark.slow
+
 AS_OF = dt.date(2026, 11, 1)
 
 ASSETS = """

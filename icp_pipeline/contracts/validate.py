@@ -16,11 +16,10 @@ import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import great_expectations as gx
-import great_expectations.execution_engine.pandas_execution_engine as gx_pandas_engine
-import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -30,6 +29,9 @@ from icp_pipeline.contracts.spec import ColumnSpec, RowRule, Severity, TableCont
 from icp_pipeline.frames import arrow_text, isin
 from icp_pipeline.ingest.files import LINEAGE_COLUMNS, MALFORMED_ROW, RAW_KEY, ROW_HASH, row_hash
 from icp_pipeline.resolve.normalize import normalize_domain
+
+if TYPE_CHECKING:
+    import great_expectations.expectations as gxe
 
 BAD_TYPE = "__bad_type__"
 UNKNOWN_REF = "__unknown_ref__"
@@ -41,11 +43,23 @@ MALFORMED = "row.malformed"
 # Findings of rows that deduplication dropped (another row of their key won): kept per raw key so
 # that restaging some keys can account for every raw row without reading the others.
 DUPLICATE = "row.duplicate"
-# GX fingerprints every pandas batch below this many bytes (an md5 of `hash_pandas_object`, 3.4 s
-# over the nine tables at a million accounts) for a batch marker nothing here reads; no batch skips it.
-gx_pandas_engine.HASH_THRESHOLD = 0
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
+
+
+@cache
+def _great_expectations() -> tuple[ModuleType, ModuleType]:
+    """GX and its expectations module, imported on first use: importing GX takes about 6 s, which
+    every `import icp_pipeline.definitions` (each `icp` command, code server and test subprocess)
+    paid at the top of this module, though only staging validates."""
+    import great_expectations as gx
+    import great_expectations.execution_engine.pandas_execution_engine as gx_pandas_engine
+    import great_expectations.expectations as gxe
+
+    # GX fingerprints every pandas batch below this many bytes (an md5 of `hash_pandas_object`, 3.4 s
+    # over the nine tables at a million accounts) for a batch marker nothing here reads; no batch skips it.
+    gx_pandas_engine.HASH_THRESHOLD = 0
+    return gx, gxe
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,7 @@ def _bound(value: float | None, open_end: str) -> str:
 
 def compile_rules(contract: TableContract, now: dt.datetime, stages: Sequence[str] = ()) -> list[RowRuleSpec]:
     """The GX expectations of a contract's row rules; `now` bounds `not_future` dates."""
+    _, gxe = _great_expectations()
     rules: list[RowRuleSpec] = []
 
     def add(column: str, spec: ColumnSpec, kind: RowRule, expectation: gxe.Expectation, message: str) -> None:
@@ -322,6 +337,7 @@ def _typed_column(
 
 def _gx_context() -> Any:
     """A fresh ephemeral context per validation (about 10 ms): no state leaks between tables or runs."""
+    gx, _ = _great_expectations()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False, "metric_calculations": False}
     return context
@@ -339,6 +355,7 @@ def run_expectations(frame: pd.DataFrame, rules: Sequence[RowRuleSpec], name: st
     """
     if not rules or frame.empty:
         return {rule.rule_id: np.array([], dtype=np.int64) for rule in rules}
+    gx, _ = _great_expectations()
     context = _gx_context()
     asset = context.data_sources.add_pandas(f"staging_{name}").add_dataframe_asset(name)
     definition = asset.add_batch_definition_whole_dataframe("all_rows")
@@ -361,9 +378,6 @@ def run_expectations(frame: pd.DataFrame, rules: Sequence[RowRuleSpec], name: st
     return failing
 
 
-_NULL_CHECKS = (gxe.ExpectColumnValuesToBeNull, gxe.ExpectColumnValuesToNotBeNull)
-
-
 def _checked_columns(frame: pd.DataFrame, rules: Sequence[RowRuleSpec]) -> pd.DataFrame:
     """Only the columns the rules read, on a positional index, in the cheapest form GX can judge.
 
@@ -373,13 +387,15 @@ def _checked_columns(frame: pd.DataFrame, rules: Sequence[RowRuleSpec]) -> pd.Da
     (missing stays NaN, which GX skips as before), and a column that only null checks read
     becomes a present/missing indicator (1.0/NaN): same null positions, no strings to copy.
     """
+    _, gxe = _great_expectations()
+    null_checks = (gxe.ExpectColumnValuesToBeNull, gxe.ExpectColumnValuesToNotBeNull)
     readers: dict[str, list[gxe.Expectation]] = {}
     for rule in rules:
         readers.setdefault(rule.expectation.column, []).append(rule.expectation)
     checked = {}
     for column, expectations in readers.items():
         values = frame[column].reset_index(drop=True)
-        if all(isinstance(expectation, _NULL_CHECKS) for expectation in expectations):
+        if all(isinstance(expectation, null_checks) for expectation in expectations):
             values = pd.Series(np.where(values.notna().to_numpy(), 1.0, np.nan))
         elif isinstance(values.dtype, pd.api.extensions.ExtensionDtype) and values.dtype.kind in "iuf":
             values = values.astype("float64")

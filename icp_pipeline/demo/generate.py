@@ -6,6 +6,11 @@ ICP (which traits move win rates), buying triggers (which accounts should fire)
 and the true feed-row -> account mapping, writes them next to the raw file drop,
 and returns them.
 
+`DemoSpec.messy` adds a known number of bad rows of each kind a real export has (non-numeric
+employee counts, unparseable dates, references to deleted accounts, repeated keys, lines that
+do not parse), so the data-health section has something to show; their keys and the rule each
+must trip are in ``truth.json["messy"]``. The clean rows stay exactly as without it.
+
 Everything is drawn from one ``numpy.random.default_rng(seed)`` in a fixed order,
 so the same :class:`DemoSpec` gives byte-identical files. Rows are produced with
 array operations only (numpy for numbers, Arrow compute for strings), which keeps
@@ -43,6 +48,7 @@ class DemoSpec:
     as_of: date = DEMO_AS_OF
     drift_date: date | None = None
     planted_icp: bool = True  # False: outcomes independent of every trait (null model)
+    messy: bool = False  # True: append the planted bad rows of MESSY_ROWS to the CRM files
 
 
 INDUSTRIES: tuple[str, ...] = (
@@ -101,6 +107,19 @@ _TRIGGER_SHARE = {
     "headcount_growth": 0.03,
     "tech_change": 0.03,
 }
+# Planted bad rows (`DemoSpec.messy`): kind -> (file, rule it must trip, how many). All are rows
+# appended to the clean files, with keys of their own, so no clean row changes and no clean child
+# row loses its parent: each bad row trips exactly one rule.
+MESSY_ROWS: dict[str, tuple[str, str, int]] = {
+    "non_numeric_employee_count": ("accounts", "employee_count.type", 12),
+    "bad_date": ("opportunities", "created_at.type", 9),
+    "orphan_reference": ("contacts", "account_id.references", 7),
+    "duplicate_key": ("accounts", "row.duplicate", 5),
+    "malformed_line": ("accounts", "row.malformed", 2),
+}
+_BAD_EMPLOYEE_COUNTS: tuple[str, ...] = ("about 50", "1.2k", "fifty", "50-100", "~300", "200+")
+_BAD_DATES: tuple[str, ...] = ("2026-02-30", "31/12/2025", "next week", "2025-13-01", "Q3 2025")
+
 _SOFTWARE = INDUSTRIES.index("Software")
 _GOVERNMENT = INDUSTRIES.index("Government")
 _HEALTHCARE = INDUSTRIES.index("Healthcare")
@@ -157,6 +176,18 @@ class _Sink:
         pacsv.write_csv(table, str(self._path(rel)), pacsv.WriteOptions(batch_size=65_536))
         self._done(rel, table.num_rows)
 
+    def append_csv(self, rel: str, table: pa.Table) -> None:
+        """Append rows, without a header, to a CSV written before; counted with its rows."""
+        with self._path(rel).open("ab") as file:
+            pacsv.write_csv(table, file, pacsv.WriteOptions(include_header=False))
+        self._done(rel, self.counts[rel] + table.num_rows)
+
+    def append_lines(self, rel: str, lines: list[str]) -> None:
+        """Append raw text lines (which need not parse) to a CSV written before."""
+        with self._path(rel).open("a", encoding="utf-8") as file:
+            file.writelines(line + "\n" for line in lines)
+        self._done(rel, self.counts[rel] + len(lines))
+
     def parquet(self, rel: str, table: pa.Table) -> None:
         pq.write_table(table, str(self._path(rel)))
         self._done(rel, table.num_rows)
@@ -197,8 +228,14 @@ def generate_demo(
     matches.append(_write_postings(rng, sink, comp, planted["hiring_surge"], as_of))
     matches.append(_write_leadership(rng, sink, comp, planted["leadership_change"], as_of))
     sink.parquet("truth/feed_matches.parquet", pa.concat_tables(matches))
+    # A generator of its own, drawn last: the clean files are the same with or without the mess.
+    messy = (
+        _plant_messy_rows(np.random.default_rng([spec.seed, 1]), sink, comp, as_of) if spec.messy else None
+    )
 
     truth = _truth(spec, comp, planted, sink.counts)
+    if messy is not None:
+        truth["messy"] = messy
     (out_dir / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     if progress is not None:
         progress("wrote truth.json")
@@ -799,6 +836,112 @@ def _write_leadership(
         ),
     )
     return _matches("leadership_changes", change_id, comp, idx)
+
+
+# --------------------------------------------------------------------------- messy rows
+
+
+def _plant_messy_rows(
+    rng: np.random.Generator, sink: _Sink, comp: _Companies, as_of: int
+) -> dict[str, dict[str, Any]]:
+    """Append MESSY_ROWS to the CRM files; return per kind its table, rule, count and raw keys.
+
+    Accounts with a bad employee count are new accounts without contacts or deals, and the bad
+    dates are on new deals, so a quarantined row never takes a child row with it.
+    """
+    n = comp.n_crm
+    opportunities = sink.counts["crm/opportunities.csv"]
+    contacts = sink.counts["crm/contacts.csv"]
+    count = {kind: planted for kind, (_, _, planted) in MESSY_ROWS.items()}
+    ids = tx.format_ids("A", n + count["non_numeric_employee_count"] + count["orphan_reference"])
+    bad_accounts = ids.slice(n, count["non_numeric_employee_count"])
+    deleted_accounts = ids.slice(n + count["non_numeric_employee_count"])
+    bad_count = len(bad_accounts)
+    created = as_of - rng.integers(30, 400, bad_count)
+    updated = _updated_seconds(rng, created, as_of)
+    sink.append_csv(
+        "crm/accounts.csv",
+        pa.table(
+            {
+                "account_id": bad_accounts,
+                "name": pa.array([f"Planted Bad Row {i + 1:02d} Ltd" for i in range(bad_count)]),
+                "domain": pa.array([f"planted-bad-row-{i + 1:02d}.example" for i in range(bad_count)]),
+                "industry": tx.pick(INDUSTRIES, rng.integers(0, len(INDUSTRIES), bad_count)),
+                "employee_count": tx.pick(
+                    _BAD_EMPLOYEE_COUNTS, np.arange(bad_count) % len(_BAD_EMPLOYEE_COUNTS)
+                ),
+                "annual_revenue": pa.nulls(bad_count, pa.string()),
+                "country": tx.pick(COUNTRIES, rng.integers(0, len(COUNTRIES), bad_count)),
+                "owner_id": pa.nulls(bad_count, pa.string()),
+                "created_at": tx.dates(created),
+                "updated_at": tx.timestamps(updated),
+            }
+        ),
+    )
+
+    # Repeats of existing account lines: the same key twice in one export. The clean lines hold no
+    # quoted comma or line break, so a line is a row and its first field the key.
+    with (sink.out_dir / "crm" / "accounts.csv").open(encoding="utf-8") as file:
+        lines = file.read().splitlines()[1 : n + 1]
+    repeated = np.sort(rng.choice(n, size=min(count["duplicate_key"], n), replace=False))
+    duplicates = [lines[i] for i in repeated]
+    sink.append_lines("crm/accounts.csv", duplicates)
+
+    # Lines with too few and too many fields, as a hand-edited or truncated export has.
+    malformed = [
+        '"A9999999","Truncated Export Ltd","truncated-export.example"',
+        '"A9999998","Extra Field Inc","extra-field.example","Software",120,,"US",,2025-06-01,'
+        '"2025-06-01T00:00:00","unexpected"',
+    ][: count["malformed_line"]]
+    sink.append_lines("crm/accounts.csv", malformed)
+
+    bad_deals = count["bad_date"]
+    deal_ids = tx.format_ids("O", opportunities + bad_deals).slice(opportunities)
+    deal_accounts = comp.account_id.take(pa.array(rng.integers(0, n, bad_deals)))
+    sink.append_csv(
+        "crm/opportunities.csv",
+        pa.table(
+            {
+                "opportunity_id": deal_ids,
+                "account_id": deal_accounts,
+                "stage": tx.pick(tx.OPEN_STAGES, rng.integers(0, len(tx.OPEN_STAGES), bad_deals)),
+                "amount": tx.money(np.round(rng.uniform(2_000, 50_000, bad_deals), 2)),
+                "created_at": tx.pick(_BAD_DATES, np.arange(bad_deals) % len(_BAD_DATES)),
+                "closed_at": pa.nulls(bad_deals, pa.string()),
+                "updated_at": tx.timestamps(_updated_seconds(rng, np.full(bad_deals, as_of - 30), as_of)),
+            }
+        ),
+    )
+
+    orphans = len(deleted_accounts)
+    contact_ids = tx.format_ids("C", contacts + orphans).slice(contacts)
+    first, last = tx.person_names(rng.integers(0, tx.PERSON_COMBOS, orphans))
+    contact_created = as_of - rng.integers(30, 400, orphans)
+    sink.append_csv(
+        "crm/contacts.csv",
+        pa.table(
+            {
+                "contact_id": contact_ids,
+                "account_id": deleted_accounts,
+                "email": pc.utf8_lower(tx.concat(first, ".", last, "@deleted-account.example")),
+                "title": tx.pick(tx.CONTACT_TITLES, rng.integers(0, len(tx.CONTACT_TITLES), orphans)),
+                "created_at": tx.dates(contact_created),
+                "updated_at": tx.timestamps(_updated_seconds(rng, contact_created, as_of)),
+            }
+        ),
+    )
+
+    keys = {
+        "non_numeric_employee_count": bad_accounts.to_pylist(),
+        "bad_date": deal_ids.to_pylist(),
+        "orphan_reference": contact_ids.to_pylist(),
+        "duplicate_key": [line.split(",", 1)[0].strip('"') for line in duplicates],
+        "malformed_line": [],  # a line that does not parse has no key: it is keyed by its hash
+    }
+    return {
+        kind: {"table": table, "rule": rule, "rows": len(keys[kind]) or planted, "keys": keys[kind]}
+        for kind, (table, rule, planted) in MESSY_ROWS.items()
+    }
 
 
 # --------------------------------------------------------------------------- truth

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from scipy.spatial.distance import jensenshannon
 
 from icp_pipeline.config import DriftConfig, IcpConfig
 from icp_pipeline.frames import isin
@@ -101,6 +99,8 @@ def psi(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
 
 def js_distance(reference: pd.Series, current: pd.Series) -> float:
     """Jensen-Shannon distance between two categorical distributions (known values only)."""
+    from scipy.spatial.distance import jensenshannon
+
     ref, cur = _known_shares(reference).align(_known_shares(current), fill_value=0.0)
     if not len(ref) or ref.sum() == 0 or cur.sum() == 0:
         return float("nan")
@@ -136,6 +136,8 @@ def what_moved(
     Deals and wins per trait value are summed over the value's accounts (`trait_value_sums`),
     not by joining every deal to every trait value of its account.
     """
+    from scipy import stats
+
     weights = {}
     for label, deals in (("reference", reference), ("current", current)):
         size, wins = account_totals(traits, deals, deals["won"].to_numpy())

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.frames import isin, positions
@@ -169,6 +168,8 @@ def audit_written_icp(
     config: IcpConfig, evidence: pd.DataFrame, traits: AccountTraits, opportunities: pd.DataFrame
 ) -> pd.DataFrame:
     """Each written criterion: supported, not supported or contradicted, with the numbers."""
+    from scipy import stats
+
     written = config.icp.written
     columns = [
         "section",

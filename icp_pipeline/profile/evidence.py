@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from icp_pipeline.frames import isin
 from icp_pipeline.profile.traits import ACCOUNT_ROW, SINGLE_TRAITS, TECHNOLOGY, UNKNOWN, AccountTraits
@@ -61,6 +60,8 @@ def wilson_interval(
 
 def _fisher_p_values(table: pd.DataFrame) -> np.ndarray:
     """Two-sided Fisher exact p-value per trait value (one call per trait value, not per row)."""
+    from scipy import stats
+
     p_values = np.ones(len(table))
     counts = table[["won_with", "lost_with", "won_without", "lost_without"]].to_numpy(dtype=np.int64)
     for i, (a, b, c, d) in enumerate(counts):
@@ -179,6 +180,8 @@ def trait_evidence(
     `deal_rows`: each opportunity's account row in `traits.accounts` (-1: none), found once by
     the caller, which places the same deals in the design matrix.
     """
+    from scipy import stats
+
     rules = rules or EvidenceRules()
     n_accounts = len(traits.accounts)
     is_closed = opportunities["closed"].to_numpy(dtype=bool)

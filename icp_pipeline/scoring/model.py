@@ -14,14 +14,18 @@ import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, sparse
 
 from icp_pipeline.frames import grouped_order
 from icp_pipeline.profile.traits import ACCOUNT_ROW, TECHNOLOGY, UNKNOWN, AccountTraits
+
+# scipy is imported inside the functions that use it, here as in profile/, drift/ and validation:
+# importing it takes about 1 s, which every `import icp_pipeline.definitions` would pay.
+if TYPE_CHECKING:
+    from scipy import sparse
 
 MAX_POINTS_PER_LOGIT = 20.0
 SCORE_SPAN = 90.0
@@ -109,6 +113,8 @@ def _indicator_matrix(
     The coordinates and scipy's conversion allocated about 600 MB a design at 1M accounts, and
     fresh memory is what costs here (1.2 s a design in a nightly run, 0.3 s in a warm process).
     """
+    from scipy import sparse
+
     if not trait_cols and not len(tech_rows):
         return sparse.csr_matrix((rows, columns))
     order = grouped_order(tech_rows, tech_cols)
@@ -151,6 +157,8 @@ def fit_logistic(
     an account. The loss is summed over FIT_BLOCKS fixed row blocks evaluated on threads (the
     sparse products and numpy release the GIL), in a fixed order: the same result on any machine.
     """
+    from scipy import optimize
+
     y = won.astype(float)
     n = np.ones(len(y)) if trials is None else trials.astype(float)
     n_features = x.shape[1]
@@ -171,6 +179,8 @@ def fit_logistic(
 
 def _row_block(x: sparse.csr_matrix, start: int, stop: int) -> sparse.csr_matrix:
     """Rows start:stop of a CSR matrix sharing its data (slicing would copy them)."""
+    from scipy import sparse
+
     first, last = x.indptr[start], x.indptr[stop]
     return sparse.csr_matrix(
         (x.data[first:last], x.indices[first:last], x.indptr[start : stop + 1] - first),

@@ -11,7 +11,6 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.profile.derive import derive_profile
@@ -26,6 +25,8 @@ GAINS_POINTS = 20
 
 def auc(scores: np.ndarray, won: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney), ties counted half."""
+    from scipy import stats
+
     positives, negatives = int(won.sum()), int((~won).sum())
     if positives == 0 or negatives == 0:
         return float("nan")
