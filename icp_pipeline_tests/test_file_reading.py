@@ -191,10 +191,12 @@ def test_tonights_updates_land_despite_a_stray_quote(tmp_path: Path) -> None:
         quarantined = con.execute(
             "select rule, raw_row from icp.quarantine where \"table\" = 'accounts'"
         ).fetchall()
+        missed = con.execute("select count(*) from icp.raw_absences").fetchall()[0][0]
     assert sum(1 for count in employees.values() if count == 51) == 1499
     assert employees["A00100"] == 50  # the bad line is not an update: yesterday's row stays
     assert [rule for rule, _ in quarantined] == ["row.malformed"]
     assert json.loads(quarantined[0][1])[MALFORMED_ROW] == second[99].rstrip("\n")
+    assert missed == 0  # the unreadable line's account is not counted absent from the drop
 
 
 def test_a_file_that_loses_too_many_lines_blocks_on_its_own_table(

@@ -115,6 +115,13 @@ def raw_file_drop(
     record_loaded(warehouse, [(s.identity, s.rows_in_file) for s in stats.values() if s.identity is not None])
     as_of = partition_date(context)
     for table, table_stats in stats.items():
+        if table_stats.read is not None and table_stats.read.malformed:
+            # A malformed line may hold a key: its account is not absent, only unreadable tonight.
+            context.log.warning(
+                f"raw/{table}: absence not counted tonight, {table_stats.read.malformed:,} malformed "
+                f"line(s) in {table_stats.file} may hold keys"
+            )
+            continue
         absent = record_presence(warehouse, table, table_stats.file, as_of, table_stats.absent_keys)
         if absent:
             context.log.info(f"raw/{table}: {absent:,} key(s) in raw are no longer in {table_stats.file}")
