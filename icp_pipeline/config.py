@@ -5,6 +5,7 @@ A typo in `icp.yaml` is an error, not a silently ignored key: ops teams edit thi
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import os
@@ -589,6 +590,15 @@ class IcpConfig(_Section):
     contracts_dir: Path | None = None
     # Seconds a run waits for another run holding the warehouse lock; 0 exits at once with one line.
     warehouse_lock_wait_s: float = Field(default=0, ge=0)
+    # The first as-of date Dagster's daily partitions hold: set it earlier to score older history.
+    first_partition_date: dt.date = dt.date(2020, 1, 1)
+
+    @field_validator("first_partition_date")
+    @classmethod
+    def _not_in_the_future(cls, first: dt.date) -> dt.date:
+        if first > dt.date.today():
+            raise ValueError(f"{first} is in the future; the partitions must start on or before today")
+        return first
 
 
 def load_config(config_path: str | Path | None = None) -> IcpConfig:

@@ -651,14 +651,13 @@ def freshness_result(
     newest = values[values < end_of_day].max()
     stale = pd.isna(newest) or newest < end_of_day - pd.Timedelta(days=days + 1)
     shown = "none" if pd.isna(newest) else newest.date().isoformat()
+    detail = f"newest {rule.column} known at {as_of} is {shown}; must be within {days} days"
+    if stale and not pd.isna(newest):
+        # Usually the run's date, not the data, is wrong (a demo or an old export scored as of today).
+        fits = newest.date() + dt.timedelta(days=1)
+        detail += f"; the newest data is from {shown}: pass --as-of {fits} or deliver fresher data"
     return RuleResult(
-        contract.table,
-        f"{rule.column}.freshness",
-        rule.severity,
-        len(staged),
-        int(stale),
-        [],
-        f"newest {rule.column} known at {as_of} is {shown}; must be within {days} days",
+        contract.table, f"{rule.column}.freshness", rule.severity, len(staged), int(stale), [], detail
     )
 
 

@@ -58,6 +58,12 @@ def drop_inventory(source_dir: Path, contracts: Mapping[str, TableContract]) -> 
     return inventory(source_dir, dict(contracts))
 
 
+def api_delivered_tables(config: IcpConfig) -> set[str]:
+    """The tables an API delivers (so the drop need not hold them): what `api_resources` builds."""
+    tables = set(config.sources.crm.tables) if config.sources.crm.kind != "file_drop" else set()
+    return tables | set(config.sources.feeds)
+
+
 def api_resources(
     config: IcpConfig,
     contracts: Mapping[str, TableContract],
