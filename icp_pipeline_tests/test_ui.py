@@ -7,11 +7,14 @@ metadata (row counts, typed figures, Markdown previews, the report's path) are v
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,3 +154,89 @@ def _metadata(port: int, path: list[str], run_id: str) -> dict[str, Any]:
             if field in entry:
                 values[entry["label"]] = entry[field]
     return values
+
+
+# --- `icp ui` stops with Ctrl-C and SIGTERM ---------------------------------------------------------
+
+
+def descendants(root: int) -> dict[int, str]:
+    """Every process below `root`, read from /proc: pid -> command line."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found: dict[int, str] = {}
+    todo = [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            with contextlib.suppress(OSError):
+                found[pid] = (Path("/proc") / str(pid) / "cmdline").read_text().replace("\0", " ")[:120]
+            todo.append(pid)
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_icp_ui_stops_every_dagster_process(stop: str, tmp_path: Path) -> None:
+    """Before: Ctrl-C left the webserver, daemon and code servers running for over 90 s, and
+    SIGTERM stopped only the wrapper."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    port = free_port()
+    env = {**os.environ, "RUNTIME__DLTHUB_TELEMETRY": "false"}
+    env.pop("DAGSTER_HOME", None)
+    log = tmp_path / "ui.log"
+    with log.open("wb") as out:
+        # Its own session, like a shell's foreground job: Ctrl-C is SIGINT to this process group.
+        ui = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "icp"),
+                "ui",
+                "--warehouse",
+                str(warehouse),
+                "--port",
+                str(port),
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_webserver(port, ui, log, timeout_s=180)
+        processes = descendants(ui.pid)
+        assert len(processes) >= 3, processes  # dagster dev, webserver, daemon (+ code servers)
+        if stop == "ctrl-c":
+            os.killpg(ui.pid, signal.SIGINT)
+        else:
+            os.kill(ui.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(running(pid) for pid in [ui.pid, *processes]):
+            ui.poll()
+            time.sleep(0.2)
+        left = {pid: command for pid, command in processes.items() if running(pid)}
+        assert not left, f"still running 15 s after {stop}: {left}"
+        assert ui.wait(timeout=5) == (130 if stop == "ctrl-c" else 128 + signal.SIGTERM)
+    finally:
+        if ui.poll() is None:
+            os.killpg(ui.pid, signal.SIGKILL)
+        for pid in descendants(ui.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    said = log.read_text(errors="replace")
+    assert "dg dev" not in said and "superseded" not in said, said[-2000:]
+    assert "but your DAGSTER_HOME environment variable is set" not in said, said[-2000:]
+    assert (tmp_path / ".dagster" / "dagster.yaml").exists(), "the instance of this warehouse"
