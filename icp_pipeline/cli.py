@@ -90,9 +90,9 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 def _warehouse(args: argparse.Namespace) -> Path:
     """The warehouse file; a new one only in a directory that exists (a typo must not start a new
     warehouse in a new directory tree). The default `.icp/` work folder is the one created here."""
-    given = args.warehouse or os.environ.get("ICP_WAREHOUSE")
     from icp_pipeline.warehouse import checked_warehouse
 
+    given = args.warehouse or os.environ.get("ICP_WAREHOUSE")
     warehouse = checked_warehouse(Path(given) if given else settings.default_warehouse())
     if given and not warehouse.parent.is_dir():
         origin = "--warehouse" if args.warehouse else "ICP_WAREHOUSE"
@@ -156,19 +156,24 @@ def _output_to(log_file: Path) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = (os.dup(1), os.dup(2))
-    with log_file.open("a", encoding="utf-8", buffering=1) as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                yield
-        finally:
-            log.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-    _scrub_file(log_file)
+    try:
+        with log_file.open("a", encoding="utf-8", buffering=1) as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                    yield
+            except Exception:
+                log.write(traceback.format_exc())
+                raise
+            finally:
+                log.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+    finally:
+        _scrub_file(log_file)
 
 
 def _scrub_file(log_file: Path) -> None:
@@ -302,9 +307,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         )
                 except IcpError:
                     raise
-                except Exception as exc:
-                    with log_file.open("a", encoding="utf-8") as log:
-                        traceback.print_exc(file=log)
+                except Exception as exc:  # the traceback is in the log
                     _say(f"icp run failed: {exc.__class__.__name__}: {_one_line(str(exc))}; log: {log_file}")
                     return 1
         elapsed = time.perf_counter() - started

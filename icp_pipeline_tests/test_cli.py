@@ -399,3 +399,27 @@ def test_each_warehouse_has_its_own_dagster_instance_and_runs_name_their_warehou
     assert runs["a"] != runs["b"]
     assert not (tmp_path / ".dagster").exists(), "no instance shared through the working directory"
     assert "DAGSTER_HOME" not in os.environ
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_goes_to_the_log(
+    minimal_drop: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import icp_pipeline.runner
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        print("said by a library on stdout")
+        raise RuntimeError("boom\nsent Authorization: Bearer s3cr3t-t0ken-value")
+
+    monkeypatch.setattr(icp_pipeline.runner, "run_nightly", broken)
+    warehouse = tmp_path / "warehouse.duckdb"
+    assert (
+        main(["run", "--source-dir", str(minimal_drop), "--warehouse", str(warehouse), "--as-of", AS_OF]) == 1
+    )
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    header, failure = captured.err.splitlines()
+    (log,) = (tmp_path / "logs").glob("icp-run-*.log")
+    assert failure == f"icp run failed: RuntimeError: boom sent Authorization: ***; log: {log}"
+    text = log.read_text()
+    assert "said by a library on stdout" in text and "Traceback" in text and "in broken" in text
+    assert "s3cr3t-t0ken-value" not in text

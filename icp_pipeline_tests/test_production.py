@@ -202,7 +202,9 @@ def test_a_run_killed_mid_way_leaves_everything_consistent_and_the_next_run_succ
         done = run_icp(icp_run(drop, warehouse, config, first, env), env, tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
 
-        killed_log = _run_and_kill(icp_run(drop, warehouse, config, second, env), env, tmp_path, kill_at)
+        # --verbose: the kill waits for the step's first Dagster log line on stderr.
+        args = [*icp_run(drop, warehouse, config, second, env), "--verbose"]
+        killed_log = _run_and_kill(args, env, tmp_path, kill_at)
 
         _assert_consistent(warehouse, wh_db, first, second)
         done = run_icp(icp_run(drop, warehouse, config, second, env), env, tmp_path)
