@@ -308,6 +308,7 @@ def test_tables_an_api_delivers_are_not_required_as_files(tmp_path: Path) -> Non
     _check_drop(tmp_path / "no_drop_at_all", hubspot)
 
 
+@pytest.mark.slow  # `icp run` as a process: a fresh import builds the partitions from --config
 def test_history_before_2020_is_scored_with_first_partition_date(tmp_path: Path) -> None:
     """A 2016-2017 CRM export: before, `DagsterUnknownPartitionError` for any as-of before 2020."""
     nine_years_back = {"2024-": "2015-", "2025-": "2016-", "2026-": "2017-"}

@@ -237,6 +237,6 @@ def test_icp_ui_stops_every_dagster_process(stop: str, tmp_path: Path) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     said = log.read_text(errors="replace")
-    assert "dg dev" not in said and "superseded" not in said, said[-2000:]
+    assert "Use 'dg dev' instead" not in said and "dev_command" not in said, said[-2000:]
     assert "but your DAGSTER_HOME environment variable is set" not in said, said[-2000:]
     assert (tmp_path / ".dagster" / "dagster.yaml").exists(), "the instance of this warehouse"
