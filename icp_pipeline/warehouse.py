@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 
 from icp_pipeline.errors import IcpInputError
+from icp_pipeline.schemas import declared
 
 # Schemas the pipeline writes (dlt merges through `raw_staging`). DuckDB names a database after
 # its file, so a file named like one of them makes `staging.accounts` ambiguous.
@@ -171,13 +172,60 @@ def registered(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -
         con.unregister(name)
 
 
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def typed_select(schema: str, table: str, frame_columns: list[str], source: str, columns: str) -> str:
+    """A query reading `source` (a registered frame, through its select list `columns`) with every
+    declared column of the table cast to its declared type, in declared order (a column the frame
+    lacks as NULL of its type), then the frame's undeclared columns as they are. For an undeclared
+    table: the frame as it is."""
+    types = declared(schema, table)
+    if types is None:
+        return f"select {columns} from {source}"
+    present = set(frame_columns)
+    typed = [
+        f"cast({_ident(name) if name in present else 'null'} as {kind}) as {_ident(name)}"
+        for name, kind in types.items()
+    ]
+    extra = [_ident(name) for name in frame_columns if name not in types]
+    return f"select {', '.join(typed + extra)} from (select {columns} from {source})"
+
+
+def conform_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> None:
+    """Bring an existing declared table to its declared types: add the declared columns it lacks
+    and convert those stored as another type (a value that does not convert becomes NULL). A table
+    written by older code (a NULL-typed column, a TIMESTAMP date, a VARCHAR timestamp) is migrated
+    in place before rows are appended to it."""
+    types = declared(schema, table)
+    if types is None or not table_exists(con, schema, table):
+        return
+    stored = dict(
+        con.execute(
+            "select column_name, data_type from duckdb_columns() where schema_name = ? and table_name = ?",
+            [schema, table],
+        ).fetchall()
+    )
+    target = f"{_ident(schema)}.{_ident(table)}"
+    for name, kind in types.items():
+        column = _ident(name)
+        if name not in stored:
+            con.execute(f"alter table {target} add column {column} {kind}")
+        elif stored[name] != kind:
+            con.execute(
+                f"alter table {target} alter {column} set data type {kind} using try_cast({column} as {kind})"
+            )
+
+
 def replace_table(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pd.DataFrame) -> None:
-    """Write a frame as the table's full new content, atomically."""
+    """Write a frame as the table's full new content, atomically (declared tables in their declared types)."""
     con.execute(f'create schema if not exists "{schema}"')
     source, columns = _scannable(frame)
     con.register("_replacement", source)
     try:
-        con.execute(f'create or replace table "{schema}"."{table}" as select {columns} from _replacement')
+        query = typed_select(schema, table, [str(c) for c in frame.columns], "_replacement", columns)
+        con.execute(f'create or replace table "{schema}"."{table}" as {query}')
     finally:
         con.unregister("_replacement")
 
@@ -189,17 +237,21 @@ def replace_slice(
     frame: pd.DataFrame,
     where: dict[str, object],
 ) -> None:
-    """Replace the rows matching `where` (e.g. one table's quarantine, one as-of date) in one transaction."""
+    """Replace the rows matching `where` (e.g. one table's quarantine, one as-of date) in one transaction.
+
+    A declared table is created in, or first migrated to, its declared types (`conform_table`)."""
     con.execute(f'create schema if not exists "{schema}"')
+    conform_table(con, schema, table)
     source, columns = _scannable(frame)
     con.register("_slice", source)
     try:
+        query = typed_select(schema, table, [str(c) for c in frame.columns], "_slice", columns)
         con.execute("begin transaction")
         if not table_exists(con, schema, table):
-            con.execute(f'create table "{schema}"."{table}" as select {columns} from _slice limit 0')
+            con.execute(f'create table "{schema}"."{table}" as {query} limit 0')
         condition = " and ".join(f'"{column}" = ?' for column in where)
         con.execute(f'delete from "{schema}"."{table}" where {condition}', list(where.values()))
-        con.execute(f'insert into "{schema}"."{table}" by name select {columns} from _slice')
+        con.execute(f'insert into "{schema}"."{table}" by name {query}')
         con.execute("commit")
     except Exception:
         con.execute("rollback")

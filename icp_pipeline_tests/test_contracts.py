@@ -1,5 +1,6 @@
 """Bad input, end to end: every planted bad row is quarantined with its rule, warned and kept, or
-stops the run with one line; raw rows = staged + quarantined + duplicates removed, from the warehouse.
+stops the run with one line; a bad value in an optional column is nulled and recorded, its row kept;
+raw rows = staged + dropped (quarantined) rows + duplicates removed, from the warehouse.
 
 Most cases run through `icp run` in-process (the CLI, the real Dagster job, dlt, DuckDB). The many
 single-rule cases are also checked directly on `stage_table`, fed by the real file reader.
@@ -107,7 +108,14 @@ def warehouse_counts(warehouse: Path) -> dict[str, dict[str, int]]:
             exists = table_exists(warehouse, schema, table)
             row[schema] = query(warehouse, f'select count(*) from {schema}."{table}"')[0][0] if exists else 0
         row["quarantine"] = query(
-            warehouse, 'select count(*) from icp.quarantine where "table" = ?', [table]
+            warehouse,
+            'select count(*) from icp.quarantine where "table" = ? and action = ?',
+            [table, "drop_row"],
+        )[0][0]
+        row["nulled"] = query(
+            warehouse,
+            'select count(*) from icp.quarantine where "table" = ? and action = ?',
+            [table, "null_field"],
         )[0][0]
         counts[table] = row
     return counts
@@ -116,7 +124,7 @@ def warehouse_counts(warehouse: Path) -> dict[str, dict[str, int]]:
 def quarantine_of(warehouse: Path, table: str) -> pd.DataFrame:
     return frame(
         warehouse,
-        'select row_key, rule, message, raw_row from icp.quarantine where "table" = ? order by row_key',
+        'select row_key, rule, message, raw_row, action from icp.quarantine where "table" = ? order by row_key',
         [table],
     )
 
@@ -151,6 +159,8 @@ class Planted:
     demo_rows: dict[str, int]
     # table -> {row_key: rule}; a key of None is the row without an id (its key is `row:<hash>`)
     quarantined: dict[str, dict[str | None, str]] = field(default_factory=dict)
+    # table -> {row_key: rule}: a bad optional value, nulled (action null_field), the row staged
+    nulled: dict[str, dict[str, str]] = field(default_factory=dict)
     # table -> {row_key: text the message must contain}
     messages: dict[str, dict[str | None, list[str]]] = field(default_factory=dict)
     kept: dict[str, list[str]] = field(default_factory=dict)  # planted rows that must be staged
@@ -176,9 +186,14 @@ def plant_bad_rows(drop: Path) -> Planted:
     template = accounts.iloc[0].to_dict()
     old = accounts[accounts["updated_at"] < "2026-10-01"]
     planted.dup_newer, planted.dup_older = old["account_id"].iloc[1], old["account_id"].iloc[2]
-    bad_accounts = [
+    # Bad values of optional columns: nulled, the row staged.
+    nulled_accounts = [
         ("Z-LOTS", {"employee_count": "lots"}, "employee_count.type", ["employee_count", "lots"]),
         ("Z-FEB30", {"created_at": "2025-02-30"}, "created_at.type", ["created_at", "2025-02-30"]),
+        ("Z-NEG", {"annual_revenue": "-5"}, "annual_revenue.range", ["annual_revenue", "-5"]),
+        ("Z-HUGE", {"annual_revenue": "1e99"}, "annual_revenue.range", ["annual_revenue", "1e99"]),
+    ]
+    bad_accounts = [
         # not_future is judged against the wall clock at load time, not the as-of date:
         # 2099 is in the future either way.
         (
@@ -187,11 +202,13 @@ def plant_bad_rows(drop: Path) -> Planted:
             "updated_at.not_future",
             ["updated_at", "2099-01-01"],
         ),
-        ("Z-NEG", {"annual_revenue": "-5"}, "annual_revenue.range", ["annual_revenue", "-5"]),
-        ("Z-HUGE", {"annual_revenue": "1e99"}, "annual_revenue.range", ["annual_revenue", "1e99"]),
         (None, {}, "account_id.not_null", ["account_id", "is missing"]),
     ]
     extra = []
+    for key, changes, rule, words in nulled_accounts:
+        extra.append({**template, "account_id": key, "name": f"Planted {key}", **changes})
+        planted.nulled.setdefault("accounts", {})[key] = rule
+        planted.messages.setdefault("accounts", {})[key] = words
     for key, changes, rule, words in bad_accounts:
         extra.append({**template, "account_id": key or "", "name": f"Planted {key}", **changes})
         planted.quarantined.setdefault("accounts", {})[key] = rule
@@ -210,21 +227,37 @@ def plant_bad_rows(drop: Path) -> Planted:
     opportunities = _csv(drop, "crm/opportunities.csv")
     good_account = accounts["account_id"].iloc[3]
     opp = {**opportunities.iloc[0].to_dict(), "account_id": good_account}
-    bad_opps = [
+    nulled_opps = [
         ("OZ-NEG", {"amount": "-5"}, "amount.range", ["amount", "-5"]),
         ("OZ-HUGE", {"amount": "1e99"}, "amount.range", ["amount", "1e99"]),
+        # an account whose only bad value is optional is staged, so its deals are not orphans
+        ("OZ-OF-NULLED", {"account_id": "Z-LOTS"}, "", []),
+    ]
+    bad_opps = [
         ("OZ-ORPHAN", {"account_id": "A9999999"}, "account_id.references", ["account_id", "A9999999"]),
-        ("OZ-OF-QUARANTINED", {"account_id": "Z-LOTS"}, "account_id.references", ["account_id", "Z-LOTS"]),
+        (
+            "OZ-OF-QUARANTINED",
+            {"account_id": "Z-FUTURE"},
+            "account_id.references",
+            ["account_id", "Z-FUTURE"],
+        ),
         ("OZ-FEB30", {"created_at": "2025-02-30"}, "created_at.type", ["created_at", "2025-02-30"]),
         (None, {}, "opportunity_id.not_null", ["opportunity_id", "is missing"]),
     ]
     rows = []
+    for key, changes, rule, words in nulled_opps:
+        rows.append({**opp, "opportunity_id": key, **changes})
+        if rule:
+            planted.nulled.setdefault("opportunities", {})[key] = rule
+            planted.messages.setdefault("opportunities", {})[key] = words
+        else:
+            planted.kept.setdefault("opportunities", []).append(key)
     for key, changes, rule, words in bad_opps:
         rows.append({**opp, "opportunity_id": key or "", **changes})
         planted.quarantined.setdefault("opportunities", {})[key] = rule
         planted.messages.setdefault("opportunities", {})[key] = words
     rows.append({**opp, "opportunity_id": "OZ-STAGE", "stage": "Verbal Yes"})
-    planted.kept["opportunities"] = ["OZ-STAGE"]
+    planted.kept["opportunities"].append("OZ-STAGE")
     pd.concat([opportunities, pd.DataFrame(rows)], ignore_index=True).to_csv(
         drop / "crm/opportunities.csv", index=False
     )
@@ -291,10 +324,11 @@ def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRuns]:
 
 def _expected_counts(planted: Planted, table: str) -> dict[str, int]:
     bad = len(planted.quarantined.get(table, {}))
+    nulled = len(planted.nulled.get(table, {}))
     dups = planted.duplicates.get(table, 0)
     kept = len(planted.kept.get(table, []))
-    raw = planted.demo_rows[table] + bad + kept + dups
-    return {"raw": raw, "staging": raw - bad - dups, "quarantine": bad}
+    raw = planted.demo_rows[table] + bad + nulled + kept + dups
+    return {"raw": raw, "staging": raw - bad - dups, "quarantine": bad, "nulled": nulled}
 
 
 def test_demo_drop_with_planted_bad_rows_runs_to_the_end_twice(demo_runs: DemoRuns) -> None:
@@ -309,7 +343,8 @@ def test_demo_drop_counts_add_up_exactly(demo_runs: DemoRuns) -> None:
     for table in CANONICAL_TABLES:
         expected = _expected_counts(demo_runs.planted, table)
         assert counts[table] == expected, table
-        # The invariant, from warehouse counts: raw = staged + quarantined + duplicates removed.
+        # The invariant, from warehouse counts: raw = staged + dropped rows + duplicates removed;
+        # nulled fields are findings on staged rows, not rows of their own.
         c = counts[table]
         assert c["raw"] == c["staging"] + c["quarantine"] + demo_runs.planted.duplicates.get(table, 0), table
 
@@ -318,9 +353,15 @@ def test_demo_drop_counts_add_up_exactly(demo_runs: DemoRuns) -> None:
 def test_every_planted_bad_row_is_quarantined_with_its_rule_and_a_message(
     demo_runs: DemoRuns, table: str
 ) -> None:
-    quarantine = quarantine_of(demo_runs.warehouse, table)
+    everything = quarantine_of(demo_runs.warehouse, table)
+    quarantine = everything[everything["action"] == "drop_row"]
     expected = demo_runs.planted.quarantined[table]
     assert len(quarantine) == len(expected)
+    nulled = everything[everything["action"] == "null_field"].set_index("row_key")
+    assert nulled["rule"].to_dict() == demo_runs.planted.nulled.get(table, {})
+    for key, row in nulled.iterrows():
+        for word in [*demo_runs.planted.messages[table][key], "nulled"]:
+            assert word in row["message"], (key, row["message"])
     for key, rule in expected.items():
         if key is None:
             rows = quarantine[quarantine["row_key"].str.startswith("row:")]
@@ -338,9 +379,13 @@ def test_good_rows_are_all_staged_and_planted_keys_are_not(demo_runs: DemoRuns) 
     wh = demo_runs.warehouse
     staged = {r[0] for r in query(wh, "select account_id from staging.accounts")}
     demo_ids = set(_csv_original_ids(demo_runs))
-    assert staged == demo_ids
+    assert staged == demo_ids | set(demo_runs.planted.nulled["accounts"])
+    nulled = query(
+        wh, "select employee_count, annual_revenue from staging.accounts where account_id = 'Z-LOTS'"
+    )
+    assert nulled[0][0] is None and nulled[0][1] is not None, "only the bad value is nulled"
     opps = {r[0] for r in query(wh, "select opportunity_id from staging.opportunities")}
-    assert "OZ-STAGE" in opps
+    assert {"OZ-STAGE", "OZ-OF-NULLED", "OZ-NEG"} <= opps
     assert not {k for k in demo_runs.planted.quarantined["opportunities"] if k} & opps
     assert query(wh, "select count(*) from staging.opportunities where opportunity_id is null")[0][0] == 0
 
@@ -448,7 +493,7 @@ def test_more_bad_rows_than_max_bad_share_blocks_with_one_line_and_keeps_staging
     opportunities_before = warehouse_counts(warehouse)["opportunities"]["staging"]
     accounts = pd.read_csv(drop / "crm/accounts.csv", dtype=str, keep_default_na=False)
     spoiled = accounts["account_id"].iloc[:100].tolist()
-    accounts.loc[:99, "employee_count"] = "many"
+    accounts.loc[:99, "updated_at"] = "many"
     accounts.to_csv(drop / "crm/accounts.csv", index=False)
 
     run = run_icp(drop, warehouse)
@@ -464,9 +509,10 @@ def test_more_bad_rows_than_max_bad_share_blocks_with_one_line_and_keeps_staging
     assert warehouse_counts(warehouse)["opportunities"]["staging"] == opportunities_before
     quarantine = quarantine_of(warehouse, "accounts").set_index("row_key")
     assert set(spoiled) <= set(quarantine.index)
-    assert (quarantine.loc[spoiled, "rule"] == "employee_count.type").all()
-    assert query(warehouse, "select count(*) from raw.accounts where employee_count = 'many'")[0][0] == 100
-    assert rule_result(warehouse, "accounts", "table.bad_share")["failed"] == len(quarantine)
+    assert (quarantine.loc[spoiled, "rule"] == "updated_at.type").all()
+    assert query(warehouse, "select count(*) from raw.accounts where updated_at = 'many'")[0][0] == 100
+    dropped = quarantine[quarantine["action"] == "drop_row"]
+    assert rule_result(warehouse, "accounts", "table.bad_share")["failed"] == len(dropped)
 
 
 def test_header_only_required_file_blocks_on_freshness(tmp_path: Path, dagster_home: Path) -> None:
@@ -517,7 +563,8 @@ NOW = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 GOOD_ACCOUNT = "{id},Good {id},{id}.example.com,Software,10,1000,US,U1,2024-01-01,2026-10-20T00:00:00"
 GOOD_IDS = [f"G{i}" for i in range(30)]
 
-# (key, changes to a good row, rule, words the message must contain)
+# (key, changes to a good row, rule, words the message must contain); the keys in ACCOUNT_NULLED are
+# bad values of optional columns (nulled, the row kept), the others drop the row.
 ACCOUNT_ERRORS = [
     (
         "E-LOTS",
@@ -589,6 +636,18 @@ ACCOUNT_ERRORS = [
     ("E-NO-UPDATED", {"updated_at": ""}, "updated_at.not_null", "updated_at is missing"),
     (None, {"account_id": ""}, "account_id.not_null", "account_id is missing"),
 ]
+ACCOUNT_NULLED = {
+    "E-LOTS",
+    "E-FRACTION",
+    "E-ZERO-STAFF",
+    "E-FEB30",
+    "E-9999",
+    "E-1850",
+    "E-NEG",
+    "E-1E99",
+    "E-INF",
+}
+ACCOUNT_DROPPED = [c for c in ACCOUNT_ERRORS if c[0] not in ACCOUNT_NULLED]
 # (key, changes, rule): kept in staging and reported
 ACCOUNT_WARNINGS = [
     ("W-COUNTRY", {"country": "USA"}, "country.pattern"),
@@ -616,7 +675,10 @@ def staged_accounts(tmp_path_factory: pytest.TempPathFactory) -> StagedTable:
     ]  # earlier loses
     lines += [
         _account_line("G3", {"employee_count": "lots", "updated_at": "2026-10-30T00:00:00"})
-    ]  # bad, not a dup
+    ]  # later, with a bad optional value: wins, with employee_count nulled
+    lines += [
+        _account_line("G4", {"updated_at": "2099-01-01T00:00:00"})
+    ]  # dropped: a later bad row never wins
     lines += ["G99,Truncated"]
     raw = read_raw(
         tmp_path_factory.mktemp("unit_accounts"), "accounts", ACCOUNT_HEADER + "\n" + "\n".join(lines) + "\n"
@@ -631,10 +693,19 @@ def staged_accounts(tmp_path_factory: pytest.TempPathFactory) -> StagedTable:
     ACCOUNT_ERRORS,
     ids=[c[2] + ":" + str(c[0]) for c in ACCOUNT_ERRORS],
 )
-def test_error_rule_quarantines_the_row_naming_column_and_value(
+def test_error_rule_quarantines_the_row_or_nulls_the_optional_value_naming_column_and_value(
     staged_accounts: StagedTable, key: str | None, changes: dict[str, str], rule: str, message: str
 ) -> None:
     quarantine = staged_accounts.quarantine
+    if key in ACCOUNT_NULLED:
+        rows = quarantine[quarantine["row_key"] == key]
+        assert rows[["rule", "action"]].values.tolist() == [[rule, "null_field"]]
+        assert message in rows.iloc[0]["message"]
+        staged = staged_accounts.frame.set_index("account_id")
+        column = rule.split(".")[0]
+        assert pd.isna(staged.loc[key, column]), "the bad value is nulled"
+        assert staged.loc[key, "name"] == f"Good {key}", "the rest of the row is kept"
+        return
     if key is None:  # the keyless row; the truncated line is keyless too, but row.malformed
         rows = quarantine[
             quarantine["row_key"].str.startswith("row:") & (quarantine["rule"] != "row.malformed")
@@ -643,6 +714,7 @@ def test_error_rule_quarantines_the_row_naming_column_and_value(
         rows = quarantine[quarantine["row_key"] == key]
     assert len(rows) == 1
     assert rows.iloc[0]["rule"] == rule
+    assert rows.iloc[0]["action"] == "drop_row"
     assert message in rows.iloc[0]["message"]
     assert rows.iloc[0]["table"] == "accounts"
     if key is not None:
@@ -663,20 +735,23 @@ def test_unit_duplicates_truncated_line_and_counts(staged_accounts: StagedTable)
     staged = staged_accounts.frame.set_index("account_id")
     assert staged.loc["G1", "name"] == "Good G1 renamed"
     assert staged.loc["G2", "name"] == "Good G2"
-    assert staged.loc["G3", "name"] == "Good G3", "a bad later row does not replace a good one"
-    assert staged_accounts.duplicates_removed == 2
+    assert staged.loc["G3", "updated_at"] == pd.Timestamp("2026-10-30", tz="UTC"), "latest row wins"
+    assert pd.isna(staged.loc["G3", "employee_count"]), "with its bad optional value nulled"
+    assert staged.loc["G4", "name"] == "Good G4", "a later row that is dropped does not replace a good one"
+    assert staged_accounts.duplicates_removed == 3  # G1 and G3 earlier rows, G2 later older row
     malformed = staged_accounts.quarantine[staged_accounts.quarantine["rule"] == "row.malformed"]
     assert len(malformed) == 1 and "G99,Truncated" in malformed.iloc[0]["raw_row"]
-    expected_quarantined = len(ACCOUNT_ERRORS) + 2  # + G3 "lots" + the truncated line
+    expected_quarantined = len(ACCOUNT_DROPPED) + 2  # + G4 in the future + the truncated line
     assert staged_accounts.quarantined_rows == expected_quarantined
-    assert len(staged_accounts.frame) == len(GOOD_IDS) + len(ACCOUNT_WARNINGS)
-    assert staged_accounts.raw_rows == len(staged_accounts.frame) + expected_quarantined + 2
+    assert staged_accounts.nulled_fields == len(ACCOUNT_NULLED) + 1  # + G3 "lots"
+    assert len(staged_accounts.frame) == len(GOOD_IDS) + len(ACCOUNT_WARNINGS) + len(ACCOUNT_NULLED)
+    assert staged_accounts.raw_rows == len(staged_accounts.frame) + expected_quarantined + 3
     assert staged_accounts.rows_add_up
 
 
 def test_unit_bad_share_blocks_above_the_limit_and_an_override_lifts_it(tmp_path: Path) -> None:
     lines = [GOOD_ACCOUNT.format(id=f"G{i}") for i in range(7)] + [
-        _account_line(f"B{i}", {"employee_count": "x"}) for i in range(3)
+        _account_line(f"B{i}", {"updated_at": "x"}) for i in range(3)
     ]
     raw = read_raw(tmp_path, "accounts", ACCOUNT_HEADER + "\n" + "\n".join(lines) + "\n")
     blocked = stage_table(raw, CONTRACTS["accounts"], as_of=AS_OF_DATE, now=NOW)
@@ -713,7 +788,9 @@ def test_not_future_is_judged_against_the_wall_clock_at_load_time_not_the_as_of_
 OPP_HEADER = "opportunity_id,account_id,stage,amount,created_at,closed_at,updated_at"
 
 
-# (key, line, rule, words the message must contain); one staged frame for all of them
+# (key, line, rule, words the message must contain); one staged frame for all of them.
+# X-NEG and X-1E99 are bad optional amounts: nulled, the deal kept.
+OPPORTUNITY_NULLED = {"X-NEG", "X-1E99"}
 OPPORTUNITY_ERRORS = [
     (
         "X-NEG",
@@ -773,12 +850,14 @@ def test_opportunity_errors(
     rows = staged_opportunities.quarantine[staged_opportunities.quarantine["row_key"] == key]
     assert rows["rule"].tolist() == [rule]
     assert message in rows.iloc[0]["message"]
-    assert key not in set(staged_opportunities.frame["opportunity_id"])
+    nulled = key in OPPORTUNITY_NULLED
+    assert rows.iloc[0]["action"] == ("null_field" if nulled else "drop_row")
+    assert (key in set(staged_opportunities.frame["opportunity_id"])) == nulled
 
 
 def test_opportunity_counts_add_up(staged_opportunities: StagedTable) -> None:
-    assert len(staged_opportunities.frame) == 30
-    assert staged_opportunities.quarantined_rows == len(OPPORTUNITY_ERRORS)
+    assert len(staged_opportunities.frame) == 30 + len(OPPORTUNITY_NULLED)
+    assert staged_opportunities.quarantined_rows == len(OPPORTUNITY_ERRORS) - len(OPPORTUNITY_NULLED)
     assert staged_opportunities.raw_rows == 30 + len(OPPORTUNITY_ERRORS) and staged_opportunities.rows_add_up
 
 

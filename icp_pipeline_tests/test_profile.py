@@ -283,8 +283,9 @@ def test_reasons_shown_to_reps_never_cite_an_unknown_value() -> None:
     matrix = sparse.csr_matrix(np.array([[1, 1, 0], [1, 0, 1]]))
     design = Design(matrix, features, pd.Index(["A1", "A2"]))
     texts = _reason_texts(design, np.array([4, 10, -6]))
-    assert texts["top_positive"].tolist() == ["Industry = Software: +10", ""]
-    assert texts["top_negative"].tolist() == ["", ""]
-    assert not texts[["top_positive", "top_negative"]].apply(lambda c: c.str.contains("unknown")).any().any()
+    assert texts["top_positive"].tolist() == ["Industry = Software: +10", None]  # no reason: NULL, not ""
+    assert texts["top_negative"].tolist() == [None, None]
+    shown = texts[["top_positive", "top_negative"]].fillna("")
+    assert not shown.apply(lambda c: c.str.contains("unknown")).any().any()
     # The points still count: every item, unknown ones included, stays in the JSON reasons.
     assert [sum(i["points"] for i in json.loads(r)) for r in texts["reasons"]] == [14, -2]

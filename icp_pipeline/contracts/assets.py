@@ -47,7 +47,8 @@ def build_staging_asset(table: str) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(["raw", table]), *(dg.AssetKey(["staging", up]) for up in _UPSTREAM_STAGED[table])],
         description=(
             f"{contract.grain} Typed and deduplicated by {', '.join(contract.primary_key)} "
-            "(latest wins); rows breaking an `error` rule are in icp.quarantine instead."
+            "(latest wins); rows breaking an `error` rule are in icp.quarantine instead, "
+            "except a bad optional value, which is nulled (the row kept, the finding quarantined)."
             + (" Each row carries the matched account_id and match_method." if table in FEED_TABLES else "")
         ),
         check_specs=[
@@ -58,7 +59,7 @@ def build_staging_asset(table: str) -> dg.AssetsDefinition:
                 add_up,
                 asset=key,
                 blocking=True,
-                description="raw = staged + quarantined + duplicates removed.",
+                description="raw = staged + quarantined (dropped) rows + duplicates removed.",
             ),
         ],
     )
@@ -97,6 +98,7 @@ def build_staging_asset(table: str) -> dg.AssetsDefinition:
             "quarantined_rows": staged.quarantined_rows,
             "duplicates_removed": staged.duplicates_removed,
         }
+        nulled_fields = staged.nulled_fields
         yield dg.AssetCheckResult(
             check_name=add_up, asset_key=key, passed=staged.rows_add_up, metadata=dict(counts)
         )
@@ -106,6 +108,7 @@ def build_staging_asset(table: str) -> dg.AssetsDefinition:
             raise IcpContractError(f"{table}: rows do not add up: {counts}")
         metadata: dict[str, Any] = {**counts, "dagster/row_count": len(staged.frame)}
         metadata["warnings"] = sum(r.failed for r in failed if r.severity == "warn")
+        metadata["nulled_fields"] = nulled_fields
         if not outcome.raw_present:
             metadata["note"] = f"no {contract.relative_stem} file: {contract.missing_file_impact}"
         if outcome.match_summary is not None:
@@ -115,7 +118,7 @@ def build_staging_asset(table: str) -> dg.AssetsDefinition:
             metadata["match_by_method"] = dg.MetadataValue.md(_markdown_table(outcome.match_summary))
         if len(staged.quarantine):
             metadata["quarantine_sample"] = dg.MetadataValue.md(
-                _markdown_table(staged.quarantine[["row_key", "rule", "message"]])
+                _markdown_table(staged.quarantine[["row_key", "rule", "action", "message"]])
             )
         if outcome.reused_from is not None:
             metadata["reused_from"] = outcome.reused_from.isoformat()
@@ -131,7 +134,8 @@ def build_staging_asset(table: str) -> dg.AssetsDefinition:
             )
         context.log.info(
             f"staging/{table}: {counts['raw_rows']:,} raw = {counts['staged_rows']:,} staged + "
-            f"{counts['quarantined_rows']:,} quarantined + {counts['duplicates_removed']:,} duplicates"
+            f"{counts['quarantined_rows']:,} quarantined + {counts['duplicates_removed']:,} duplicates; "
+            f"{nulled_fields:,} bad optional values nulled in kept rows"
         )
         yield dg.MaterializeResult(asset_key=key, metadata=metadata)
 

@@ -32,6 +32,11 @@ ColumnType = Literal["string", "integer", "number", "timestamp", "boolean"]
 Severity = Literal["error", "warn", "block"]
 RowRule = Literal["not_null", "type", "range", "allowed", "pattern", "not_future", "references"]
 Normalizer = Literal["domain"]
+# What a failing `error` rule does: drop the row to icp.quarantine, or null the one bad value (the
+# row is kept and staged, the finding is recorded in icp.quarantine with action `null_field`).
+Action = Literal["drop_row", "null_field"]
+# Rules about the form of one value: on an optional column their default action is `null_field`.
+FIELD_RULES: frozenset[str] = frozenset({"type", "range", "pattern", "allowed", "not_future"})
 
 
 class Reference(BaseModel):
@@ -49,6 +54,7 @@ class ColumnSpec(BaseModel):
     `required` is about the file (the column must be there, else the run is blocked);
     `nullable: false` is about each value (a missing one quarantines the row).
     `allowed: "$stages"` takes the list from `icp.yaml` (the CRM's own stage names).
+    `action` says per rule what an `error` failure does to the row (see `TableContract.action_of`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -65,6 +71,7 @@ class ColumnSpec(BaseModel):
     references: Reference | None = None
     normalize: Normalizer | None = None
     severity: dict[RowRule, Severity] = Field(default_factory=dict)
+    action: dict[RowRule, Action] = Field(default_factory=dict)
 
     def severity_of(self, rule: RowRule) -> Severity:
         return self.severity.get(rule, "error")
@@ -115,7 +122,30 @@ class TableContract(BaseModel):
                 raise ValueError(f"columns.{name}: min is greater than max")
             if spec.not_future and spec.type != "timestamp":
                 raise ValueError(f"columns.{name}: not_future applies to timestamp columns only")
+            nulled = [rule for rule, action in spec.action.items() if action == "null_field"]
+            if nulled and name in self._row_identity_columns:
+                raise ValueError(
+                    f"columns.{name}.action: a key or cursor column cannot be nulled, only dropped"
+                )
+            if nulled and not spec.nullable:
+                raise ValueError(f"columns.{name}.action: a column with nullable: false cannot be nulled")
+            if "not_null" in nulled:
+                raise ValueError(f"columns.{name}.action: not_null cannot be answered by nulling the value")
         return self
+
+    @property
+    def _row_identity_columns(self) -> set[str]:
+        return {*self.primary_key, *([self.cursor] if self.cursor else [])}
+
+    def action_of(self, column: str, rule: RowRule) -> Action:
+        """What a failing `error` rule does: the contract's `action` for it, else `null_field` for a
+        type or format rule (type, range, pattern, allowed, not_future) on an optional column (not
+        required, nullable, not the key or cursor) and `drop_row` for everything else."""
+        spec = self.columns[column]
+        if rule in spec.action:
+            return spec.action[rule]
+        optional = not spec.required and spec.nullable and column not in self._row_identity_columns
+        return "null_field" if optional and rule in FIELD_RULES else "drop_row"
 
     @property
     def required_columns(self) -> list[str]:

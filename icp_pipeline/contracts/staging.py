@@ -21,7 +21,9 @@ import pandas as pd
 from icp_pipeline.config import IcpConfig
 from icp_pipeline.contracts.spec import TableContract
 from icp_pipeline.contracts.validate import (
+    DROP_ROW,
     DUPLICATE,
+    NULL_FIELD,
     SAMPLE_KEYS,
     RowCounts,
     RuleResult,
@@ -431,8 +433,8 @@ def _restage_changed(
         _scalar(con, f'select count(*) from {STAGING}."{table}" where {RAW_KEY} {in_changed}')
         + _scalar(
             con,
-            f'select count(*) from {ICP}.{QUARANTINE} where "table" = ? and row_key {in_changed}',
-            [table],
+            f'select count(*) from {ICP}.{QUARANTINE} where "table" = ? and action = ? and row_key {in_changed}',
+            [table, DROP_ROW],
         )
         + _scalar(
             con,
@@ -552,15 +554,17 @@ def _whole_table_outcome(
     for rule, row_key in stored:
         samples.setdefault(rule, []).append(row_key)
     quarantine = _stored_quarantine(con, table)
+    dropped = quarantine[quarantine["action"] != NULL_FIELD]
+    changed_dropped = changed.quarantine[changed.quarantine["action"] != NULL_FIELD]
     staged_rows = _scalar(con, f'select count(*) from {STAGING}."{table}"')
     unique = next(r.passed for r in changed.results if r.rule_id == "table.key_unique")
     counts = RowCounts(
         raw_rows=raw_rows,
         failed={rule: int(n) for rule, n in failed.items() if rule != DUPLICATE},
         samples={rule: list(dict.fromkeys(keys))[:SAMPLE_KEYS] for rule, keys in samples.items()},
-        quarantined=len(quarantine),
+        quarantined=len(dropped),
         quarantine_sample=list(
-            dict.fromkeys([*changed.quarantine["row_key"], *quarantine["row_key"].head(SAMPLE_KEYS)])
+            dict.fromkeys([*changed_dropped["row_key"], *dropped["row_key"].head(SAMPLE_KEYS)])
         )[:SAMPLE_KEYS],
         staged_rows=staged_rows,
         unique=unique,

@@ -6,7 +6,12 @@ what is quarantined (`error`), kept and reported (`warn`) or stops the run (`blo
 Typing happens first, in pandas, and leaves evidence columns (`__bad_type__<col>`, the text
 that did not parse) that GX then checks, so a parse failure is a rule result like any other.
 
-Invariant, checked on every table: raw rows = staged + quarantined + duplicates removed.
+A failing `error` rule either drops the row to icp.quarantine or, for a bad value in an optional
+column (`TableContract.action_of`), nulls that value and keeps the row; the finding is recorded in
+icp.quarantine either way, with `action` saying which.
+
+Invariant, checked on every table: raw rows = staged + dropped (quarantined) rows + duplicates
+removed. Field findings (`action = 'null_field'`) are not dropped rows and are counted apart.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from icp_pipeline.contracts.spec import ColumnSpec, RowRule, Severity, TableContract
+from icp_pipeline.contracts.spec import Action, ColumnSpec, RowRule, Severity, TableContract
 from icp_pipeline.frames import arrow_text, isin
 from icp_pipeline.ingest.files import LINEAGE_COLUMNS, MALFORMED_ROW, RAW_KEY, ROW_HASH, row_hash
 from icp_pipeline.resolve.normalize import normalize_domain
@@ -43,6 +48,9 @@ MALFORMED = "row.malformed"
 # Findings of rows that deduplication dropped (another row of their key won): kept per raw key so
 # that restaging some keys can account for every raw row without reading the others.
 DUPLICATE = "row.duplicate"
+DROP_ROW: Action = "drop_row"
+NULL_FIELD: Action = "null_field"
+QUARANTINE_COLUMNS = ("table", "row_key", "rule", "message", "raw_row", "loaded_at", "action")
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
@@ -72,6 +80,7 @@ class RowRuleSpec:
     severity: Severity
     expectation: gxe.Expectation
     message: str
+    action: Action = DROP_ROW
 
 
 @dataclass
@@ -114,7 +123,13 @@ class StagedTable:
 
     @property
     def quarantined_rows(self) -> int:
-        return len(self.quarantine)
+        """Rows dropped to quarantine; field findings (nulled values of kept rows) are not among them."""
+        return dropped_rows(self.quarantine)
+
+    @property
+    def nulled_fields(self) -> int:
+        """Values nulled in kept rows (quarantine rows with action `null_field`)."""
+        return len(self.quarantine) - self.quarantined_rows
 
     @property
     def rows_add_up(self) -> bool:
@@ -123,6 +138,14 @@ class StagedTable:
     @property
     def blocking_failures(self) -> list[RuleResult]:
         return [r for r in self.results if r.severity == "block" and not r.passed]
+
+
+def dropped_rows(quarantine: pd.DataFrame) -> int:
+    """Quarantine rows that stand for a dropped raw row (a quarantine written before field findings
+    existed has no `action` column: every row of it was dropped)."""
+    if "action" not in quarantine.columns:
+        return len(quarantine)
+    return int((quarantine["action"] != NULL_FIELD).sum())
 
 
 def _epoch_days(year: float) -> float:
@@ -141,7 +164,8 @@ def compile_rules(contract: TableContract, now: dt.datetime, stages: Sequence[st
     def add(column: str, spec: ColumnSpec, kind: RowRule, expectation: gxe.Expectation, message: str) -> None:
         rule_id = f"{column}.{kind}"
         expectation.meta = {"rule_id": rule_id}
-        rules.append(RowRuleSpec(rule_id, column, kind, spec.severity_of(kind), expectation, message))
+        action = contract.action_of(column, kind)
+        rules.append(RowRuleSpec(rule_id, column, kind, spec.severity_of(kind), expectation, message, action))
 
     now_days = (pd.Timestamp(now).tz_convert("UTC") - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(days=1)
     for column, spec in contract.columns.items():
@@ -449,6 +473,7 @@ def stage_table(
                 "rule": MALFORMED,
                 "severity": "error",
                 "message": "line does not parse as a row of the header's columns",
+                "action": DROP_ROW,
             }
         )
     ]
@@ -465,13 +490,24 @@ def stage_table(
                     "rule": rule.rule_id,
                     "severity": rule.severity,
                     "message": (message + ": " + shown).to_numpy() if shown is not None else message,
+                    "action": rule.action,
                 }
             )
         )
     found = pd.concat(findings, ignore_index=True)
     errors = found[found["severity"] == "error"]
-    bad_positions = np.unique(errors["position"].to_numpy(dtype=np.int64))
-    quarantine = _quarantine_rows(raw, keys, errors, table)
+    drops = errors["action"].to_numpy() == DROP_ROW
+    bad_positions = np.unique(errors["position"].to_numpy(dtype=np.int64)[drops])
+    in_dropped = np.isin(errors["position"].to_numpy(dtype=np.int64), bad_positions)
+    # A dropped row's quarantine row names its first dropping rule and gives every reason.
+    dropping = errors[in_dropped]
+    dropping = pd.concat([dropping[dropping["action"] == DROP_ROW], dropping[dropping["action"] != DROP_ROW]])
+    nulled = errors[~in_dropped]
+    typed = _null_fields(typed, nulled, rules)
+    quarantine = pd.concat(
+        [_quarantine_rows(raw, keys, dropping, table), _field_rows(raw, keys, nulled, table)],
+        ignore_index=True,
+    )
 
     # Deduplicate on the key and ordering columns only, then take the kept rows once: sorting and
     # filtering the whole typed frame would copy every column three times.
@@ -491,8 +527,8 @@ def stage_table(
         raw_rows=raw_rows,
         failed=failed.size().to_dict(),
         samples={rule: keys.iloc[p.to_numpy()[:SAMPLE_KEYS]].tolist() for rule, p in failed},
-        quarantined=len(quarantine),
-        quarantine_sample=quarantine["row_key"].head(SAMPLE_KEYS).tolist(),
+        quarantined=len(bad_positions),
+        quarantine_sample=keys.iloc[bad_positions[:SAMPLE_KEYS]].tolist(),
         staged_rows=len(staged),
         unique=unique_ok,
     )
@@ -661,17 +697,58 @@ def freshness_result(
     )
 
 
+def empty_quarantine() -> pd.DataFrame:
+    """No quarantine rows, with the column types of icp.quarantine."""
+    frame = pd.DataFrame({c: pd.Series(dtype="str") for c in QUARANTINE_COLUMNS})
+    return frame.astype({"loaded_at": "datetime64[us, UTC]"})
+
+
+def _loaded_at(subset: pd.DataFrame) -> np.ndarray:
+    loaded = subset["_loaded_at"] if "_loaded_at" in subset else pd.Series(pd.NaT, index=subset.index)
+    return pd.to_datetime(loaded, utc=True).astype("datetime64[us, UTC]").to_numpy()
+
+
+def _null_fields(typed: pd.DataFrame, nulled: pd.DataFrame, rules: Sequence[RowRuleSpec]) -> pd.DataFrame:
+    """`typed` with the values of `null_field` findings missing, one masked column per rule."""
+    if nulled.empty:
+        return typed
+    column_of = {rule.rule_id: rule.column for rule in rules}
+    columns = nulled["rule"].map(column_of)
+    for column, positions in nulled["position"].groupby(columns.to_numpy(), sort=False):
+        mask = np.zeros(len(typed), dtype=bool)
+        mask[positions.to_numpy(dtype=np.int64)] = True
+        typed[column] = typed[column].mask(mask)
+    return typed
+
+
+def _field_rows(raw: pd.DataFrame, keys: pd.Series, nulled: pd.DataFrame, table: str) -> pd.DataFrame:
+    """One row per nulled value of a kept row (action `null_field`): its rule and the value's reason."""
+    if nulled.empty:
+        return empty_quarantine()
+    positions = nulled["position"].to_numpy(dtype=np.int64)
+    subset = raw.iloc[positions]
+    return pd.DataFrame(
+        {
+            "table": table,
+            "row_key": keys.iloc[positions].to_numpy(),
+            "rule": nulled["rule"].to_numpy(),
+            "message": (nulled["message"] + " (value nulled, row kept)").to_numpy(),
+            "raw_row": _raw_json(subset).to_numpy(),
+            "loaded_at": _loaded_at(subset),
+            "action": NULL_FIELD,
+        }
+    )
+
+
 def _quarantine_rows(raw: pd.DataFrame, keys: pd.Series, errors: pd.DataFrame, table: str) -> pd.DataFrame:
-    """One row per quarantined raw row: its first failing rule and every reason."""
-    columns = ["table", "row_key", "rule", "message", "raw_row", "loaded_at"]
+    """One row per dropped raw row: its first dropping rule and every reason."""
     if errors.empty:
-        return pd.DataFrame({c: pd.Series(dtype="str") for c in columns})
+        return empty_quarantine()
     grouped = errors.groupby("position", sort=True).agg(
         rule=("rule", "first"), message=("message", "; ".join)
     )
     positions = grouped.index.to_numpy(dtype=np.int64)
     subset = raw.iloc[positions]
-    loaded = subset["_loaded_at"] if "_loaded_at" in subset else pd.Series(pd.NaT, index=subset.index)
     return pd.DataFrame(
         {
             "table": table,
@@ -679,7 +756,8 @@ def _quarantine_rows(raw: pd.DataFrame, keys: pd.Series, errors: pd.DataFrame, t
             "rule": grouped["rule"].to_numpy(),
             "message": grouped["message"].to_numpy(),
             "raw_row": _raw_json(subset).to_numpy(),
-            "loaded_at": loaded.to_numpy(),
+            "loaded_at": _loaded_at(subset),
+            "action": DROP_ROW,
         }
     )
 

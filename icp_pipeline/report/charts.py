@@ -332,12 +332,15 @@ def psi_bars(psi: pd.DataFrame, watch: float, flag: float, name: str = "psi") ->
 
 
 def quarantine_by_rule(quarantine: pd.DataFrame, name: str = "quarantine_by_rule") -> str:
-    """Quarantined rows per table and rule (the largest first)."""
+    """Quarantined rows per table and rule, in the order given (by root cause); a group caused by a
+    quarantined parent is labelled with the parent's rule."""
     title = "Quarantined rows by table and rule"
     frame = quarantine.head(12).iloc[::-1].reset_index(drop=True)
     with _style(name):
         figure, ax = _figure(1.2 + 0.3 * len(frame))
         labels = frame["table"] + ": " + frame["rule"]
+        if "cause" in frame:
+            labels = labels.where(frame["cause"] == "", labels + "\n(caused by " + frame["cause"] + ")")
         bars = ax.barh(labels, frame["rows"], color=BAD, height=0.6)
         ax.bar_label(bars, labels=[fmt.count(v) for v in frame["rows"]], padding=3, fontsize=8, color=INK)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -70,7 +70,10 @@ class DriftData:
 @dataclass
 class HealthData:
     table_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Dropped rows per table, rule and root cause, ordered by root cause (see `_quarantine_by_cause`).
     quarantine: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Values nulled in kept rows (quarantine action `null_field`) per table and rule.
+    nulled: pd.DataFrame = field(default_factory=pd.DataFrame)
     failed_rules: pd.DataFrame = field(default_factory=pd.DataFrame)
     rules_evaluated: int = 0
     freshness: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -360,14 +363,18 @@ def read_health(con: duckdb.DuckDBPyConnection, as_of: dt.date, config: IcpConfi
     """Rows per table, quarantine by rule, failed rules, freshness per table, feed match rates."""
     data = HealthData()
     quarantined: dict[str, int] = {}
+    nulled: dict[str, int] = {}
     if table_exists(con, "icp", "quarantine"):
-        data.quarantine = _query(
-            con,
-            'select "table", rule, count(*) as rows, min(row_key) as example_key, '
-            "arg_min(message, row_key) as example_message "
-            'from icp.quarantine group by "table", rule order by rows desc, "table", rule',
-        )
+        data.quarantine = _quarantine_by_cause(con, config)
         quarantined = data.quarantine.groupby("table")["rows"].sum().astype(int).to_dict()
+        if "action" in table_columns(con, "icp", "quarantine"):
+            data.nulled = _query(
+                con,
+                'select "table", rule, count(*) as rows, min(row_key) as example_key, '
+                "arg_min(message, row_key) as example_message from icp.quarantine "
+                """where action = 'null_field' group by "table", rule order by rows desc, "table", rule""",
+            )
+            nulled = data.nulled.groupby("table")["rows"].sum().astype(int).to_dict()
     rows = []
     for table in CANONICAL_TABLES:
         raw = _count(con, "raw", table)
@@ -381,6 +388,7 @@ def read_health(con: duckdb.DuckDBPyConnection, as_of: dt.date, config: IcpConfi
                 "staged": staged,
                 "quarantined": held,
                 "duplicates_removed": duplicates,
+                "nulled": nulled.get(table, 0),
             }
         )
     data.table_rows = pd.DataFrame(rows)
@@ -400,6 +408,68 @@ def read_health(con: duckdb.DuckDBPyConnection, as_of: dt.date, config: IcpConfi
         data.freshness = _freshness(con, as_of, config, pd.DataFrame(columns=["rule", "table", "passed"]))
     data.match = _match_rates(con)
     return data
+
+
+def _quarantine_by_cause(con: duckdb.DuckDBPyConnection, config: IcpConfig) -> pd.DataFrame:
+    """Dropped rows per table and rule, each group with its root cause, ordered by root cause.
+
+    A row that fails `<column>.references` because the row it refers to was itself quarantined is
+    a consequence: its `cause` names the parent's rule ("accounts: employee_count.type"), and the
+    rows a root cause explains (its own and its consequences) decide the order, so the first group
+    is the rule to fix at the source first. The referred value and the parent's key are read from
+    the delivered rows (`raw_row`), which is all a quarantined parent leaves.
+    """
+    # A quarantine written before field findings existed has no `action`: every row of it was dropped.
+    has_action = "action" in table_columns(con, "icp", "quarantine")
+    dropped, p_dropped, c_dropped = (
+        ("action = 'drop_row'", "p.action = 'drop_row'", "c.action = 'drop_row'")
+        if has_action
+        else ("true",) * 3
+    )
+    causes = []
+    for contract in load_contracts(contracts_dir(config)).values():
+        for column, spec in contract.columns.items():
+            if spec.references is None:
+                continue
+            ref = spec.references
+            causes.append(
+                con.execute(
+                    f"""select c.row_key, any_value(p."table" || ': ' || p.rule) as cause
+                    from icp.quarantine c join icp.quarantine p
+                      on p."table" = ? and {p_dropped}
+                     and json_extract_string(p.raw_row, ?) = json_extract_string(c.raw_row, ?)
+                    where c."table" = ? and c.rule = ? and {c_dropped}
+                    group by c.row_key""",
+                    [ref.table, f'$."{ref.column}"', f'$."{column}"', contract.table, f"{column}.references"],
+                )
+                .df()
+                .assign(table=contract.table)
+            )
+    rows = _query(con, f'select "table", row_key, rule, message from icp.quarantine where {dropped}')
+    if causes and len(rows):
+        found = pd.concat(causes, ignore_index=True)
+        rows = rows.merge(found, on=["table", "row_key"], how="left")
+    else:
+        rows["cause"] = pd.Series(dtype="str")
+    rows["cause"] = rows["cause"].fillna("").astype("str")
+    rows["root"] = rows["cause"].where(rows["cause"] != "", rows["table"] + ": " + rows["rule"])
+    columns = ["table", "rule", "cause", "rows", "example_key", "example_message", "root", "root_rows"]
+    if rows.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c.endswith("rows") else "str") for c in columns})
+    grouped = (
+        rows.sort_values("row_key")
+        .groupby(["table", "rule", "cause", "root"], sort=False)
+        .agg(rows=("row_key", "size"), example_key=("row_key", "first"), example_message=("message", "first"))
+        .reset_index()
+    )
+    grouped["root_rows"] = grouped.groupby("root")["rows"].transform("sum")
+    grouped["consequence"] = grouped["cause"] != ""
+    grouped = grouped.sort_values(
+        ["root_rows", "root", "consequence", "rows", "table", "rule"],
+        ascending=[False, True, True, False, True, True],
+        ignore_index=True,
+    )
+    return grouped[columns]
 
 
 def _count(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from typing import Any
 
 import pandas as pd
 
@@ -573,7 +574,7 @@ def health_section(data: ReportData) -> Section:
     section.heading("Rows per table")
     section.add(
         table(
-            ["Table", "Raw", "Staged", "Quarantined", "Duplicates removed"],
+            ["Table", "Raw", "Staged", "Quarantined", "Duplicates removed", "Values nulled"],
             [
                 (
                     row.table.replace("_", " "),
@@ -581,13 +582,18 @@ def health_section(data: ReportData) -> Section:
                     "not staged" if pd.isna(row.staged) else fmt.count(row.staged),
                     fmt.count(row.quarantined),
                     "" if pd.isna(row.duplicates_removed) else fmt.count(row.duplicates_removed),
+                    fmt.count(row.nulled),
                 )
                 for row in rows.itertuples(index=False)
             ],
-            numeric=(1, 2, 3, 4),
+            numeric=(1, 2, 3, 4, 5),
         )
     )
-    section.para("Raw = staged + quarantined + duplicates removed (latest updated_at wins).", "small")
+    section.para(
+        "Raw = staged + quarantined + duplicates removed (latest updated_at wins). A bad value in an optional "
+        "column is nulled and its row staged; those values are counted apart.",
+        "small",
+    )
     section.heading("Contract rules")
     failed = health.failed_rules
     if health.rules_evaluated == 0:
@@ -615,15 +621,33 @@ def health_section(data: ReportData) -> Section:
         section.chart(
             "quarantine_by_rule",
             charts.quarantine_by_rule(quarantine),
-            f"{fmt.count(quarantine['rows'].sum())} rows held back from staging; the longest bar is the rule to "
-            "fix at the source first.",
+            f"{fmt.count(quarantine['rows'].sum())} rows held back from staging, grouped by root cause. "
+            + fix_first(quarantine),
         )
         section.add(
             table(
-                ["Table", "Rule", "Rows", "Example key", "Example message"],
+                ["Table", "Rule", "Rows", "Root cause", "Example key", "Example message"],
+                [
+                    (q.table, q.rule, fmt.count(q.rows), consequence(q), q.example_key, q.example_message)
+                    for q in quarantine.head(15).itertuples(index=False)
+                ],
+                numeric=(2,),
+            )
+        )
+    nulled = health.nulled
+    if len(nulled):
+        section.heading("Values nulled")
+        section.para(
+            f"{fmt.count(nulled['rows'].sum())} bad values in optional columns were nulled and their rows staged "
+            "(and scored); fix them at the source to get the values back.",
+            "small",
+        )
+        section.add(
+            table(
+                ["Table", "Rule", "Values", "Example key", "Example message"],
                 [
                     (q.table, q.rule, fmt.count(q.rows), q.example_key, q.example_message)
-                    for q in quarantine.head(15).itertuples(index=False)
+                    for q in nulled.head(15).itertuples(index=False)
                 ],
                 numeric=(2,),
             )
@@ -651,6 +675,25 @@ def health_section(data: ReportData) -> Section:
             "unmatched rows are kept but cannot trigger alerts.",
         )
     return section
+
+
+def consequence(group: Any) -> str:
+    """A quarantine group's root cause: its own rule, or the parent's rule its rows depend on."""
+    if not group.cause:
+        return "this rule"
+    parent = group.cause.split(":")[0]
+    return f"{fmt.count(group.rows)} rows refer to {parent} quarantined by {group.cause}"
+
+
+def fix_first(quarantine: pd.DataFrame) -> str:
+    """The sentence naming the rule to fix at the source first: the root cause that explains most rows."""
+    top = quarantine.iloc[0]
+    same = quarantine[quarantine["root"] == top["root"]]
+    own = int(same.loc[same["cause"] == "", "rows"].sum())
+    parts = [f"{fmt.count(own)} rows"] + [
+        f"{c.table}: {consequence(c)}" for c in same[same["cause"] != ""].itertuples(index=False)
+    ]
+    return f"The rule to fix at the source first: {top['root']} ({'; '.join(parts)})."
 
 
 def health_line(data: ReportData) -> str:

@@ -12,9 +12,9 @@ from icp_pipeline.profile.derive import HARD_NO, MUST_HAVE, NICE_TO_HAVE, derive
 from icp_pipeline.profile.document import profile_rows, with_evidence_text, write_documents
 from icp_pipeline.profile.learn import run_evidence
 from icp_pipeline.resources import IcpSettings, partition_date
-from icp_pipeline.scoring.score import score_accounts
+from icp_pipeline.scoring.score import NAME_COLUMNS, score_accounts, with_names
 from icp_pipeline.scoring.validation import holdout_validation
-from icp_pipeline.warehouse import connect, replace_slice
+from icp_pipeline.warehouse import connect, read_present_columns, replace_slice
 
 EVIDENCE = dg.AssetKey(["icp", "icp_evidence"])
 PROFILE = dg.AssetKey(["icp", "icp_profile"])
@@ -87,7 +87,13 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
             scores = scores[~scores["account_id"].isin(excluded["account_id"])].reset_index(drop=True)
         replace_slice(con, "icp", "icp_evidence", evidence, {"as_of": as_of})
         replace_slice(con, "icp", "icp_profile", rows, {"as_of": as_of})
-        replace_slice(con, "icp", "account_scores", scores, {"as_of": as_of})
+        replace_slice(
+            con,
+            "icp",
+            "account_scores",
+            with_names(scores, read_present_columns(con, "staging", "accounts", NAME_COLUMNS)),
+            {"as_of": as_of},
+        )
         record_excluded(con, excluded, as_of)
     markdown, page = write_documents(profile, icp.warehouse_path().parent / "reports")
     context.log.info(f"ICP {profile.version}: {profile.summary}")

@@ -13,12 +13,14 @@ from icp_pipeline.scoring.assets import PROFILE
 from icp_pipeline.triggers.detect import EVENT_COLUMNS, FEED_COLUMNS, detect_all
 from icp_pipeline.triggers.net_new import model_from_profile_rows, net_new_accounts
 from icp_pipeline.warehouse import (
+    conform_table,
     connect,
     read_present_columns,
     read_table,
     registered,
     replace_slice,
     table_exists,
+    typed_select,
 )
 
 TRIGGER_EVENTS = dg.AssetKey(["icp", "trigger_events"])
@@ -28,12 +30,14 @@ FEEDS = ("funding_rounds", "job_postings", "leadership_changes", "firmographics"
 def append_new_events(con: Any, events: pd.DataFrame) -> int:
     """Insert events whose id the ledger does not hold yet; returns how many were new."""
     con.execute("create schema if not exists icp")
+    conform_table(con, "icp", "trigger_events")
     with registered(con, "_events", events) as columns:  # as arrow: a pandas scan reads text by value
+        query = typed_select("icp", "trigger_events", [str(c) for c in events.columns], "_events", columns)
         if not table_exists(con, "icp", "trigger_events"):
-            con.execute(f"create table icp.trigger_events as select {columns} from _events limit 0")
+            con.execute(f"create table icp.trigger_events as {query} limit 0")
         before = con.execute("select count(*) from icp.trigger_events").fetchall()[0][0]
         con.execute(
-            f"insert into icp.trigger_events by name select {columns} from _events "
+            f"insert into icp.trigger_events by name select * from ({query}) "
             "where event_id not in (select event_id from icp.trigger_events)"
         )
         after = con.execute("select count(*) from icp.trigger_events").fetchall()[0][0]
