@@ -1,7 +1,8 @@
 """ICP drift on planted demo data: the drifted cohort is flagged and explained; a stable ICP raises nothing.
 
-The drifted demo is also the messy one (`make demo-messy`): its planted bad rows are all held back
-in staging, so they change no staged row, and the drift must still be found beside them."""
+The drifted demo is also the messy one (`make demo-messy`): its planted bad rows are held back in
+staging, or staged with their one bad optional value nulled (accounts without deals), so they change
+no deal, and the drift must still be found beside them."""
 
 from __future__ import annotations
 

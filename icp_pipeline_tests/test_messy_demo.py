@@ -97,7 +97,9 @@ def test_repeated_keys_are_removed_as_duplicates_and_staged_once(messy: tuple[Pa
         ).fetchall()
         staged_accounts = con.execute("select count(*) from staging.accounts").fetchone()[0]
     assert sorted(staged) == sorted((key, 1) for key in repeated)
-    assert staged_accounts == ACCOUNTS  # every planted account row is held back, every clean one staged
+    # Every clean account is staged, and so is each account whose only fault is a non-numeric
+    # employee count: an optional value is nulled and its row kept (contract action null_field).
+    assert staged_accounts == ACCOUNTS + truth["messy"]["non_numeric_employee_count"]["rows"]
 
 
 def test_data_health_section_reads_the_planted_counts(messy: tuple[Path, dict[str, Any]]) -> None:
@@ -106,11 +108,16 @@ def test_data_health_section_reads_the_planted_counts(messy: tuple[Path, dict[st
         health = read_health(con, dt.date.fromisoformat(truth["as_of"]), IcpConfig())
     accounts = health.table_rows.set_index("table").loc["accounts"]
     assert accounts["duplicates_removed"] == truth["messy"]["duplicate_key"]["rows"]
+    nulled = truth["messy"]["non_numeric_employee_count"]
+    assert accounts["nulled"] == nulled["rows"]
     assert accounts["quarantined"] == sum(
         entry["rows"]
         for entry in truth["messy"].values()
-        if entry["table"] == "accounts" and entry["rule"] != "row.duplicate"
+        if entry["table"] == "accounts" and entry["rule"] not in ("row.duplicate", nulled["rule"])
     )
     assert int(health.quarantine["rows"].sum()) == sum(
-        entry["rows"] for entry in truth["messy"].values() if entry["rule"] != "row.duplicate"
+        entry["rows"]
+        for entry in truth["messy"].values()
+        if entry["rule"] not in ("row.duplicate", nulled["rule"])
     )
+    assert int(health.nulled["rows"].sum()) == nulled["rows"]
