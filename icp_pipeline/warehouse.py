@@ -218,6 +218,18 @@ def conform_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> No
             )
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One DuckDB transaction for the block: committed when it ends, rolled back when it raises."""
+    con.execute("begin transaction")
+    try:
+        yield
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")
+
+
 def replace_table(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pd.DataFrame) -> None:
     """Write a frame as the table's full new content, atomically (declared tables in their declared types)."""
     con.execute(f'create schema if not exists "{schema}"')
@@ -246,15 +258,11 @@ def replace_slice(
     con.register("_slice", source)
     try:
         query = typed_select(schema, table, [str(c) for c in frame.columns], "_slice", columns)
-        con.execute("begin transaction")
-        if not table_exists(con, schema, table):
-            con.execute(f'create table "{schema}"."{table}" as {query} limit 0')
-        condition = " and ".join(f'"{column}" = ?' for column in where)
-        con.execute(f'delete from "{schema}"."{table}" where {condition}', list(where.values()))
-        con.execute(f'insert into "{schema}"."{table}" by name {query}')
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
+        with transaction(con):
+            if not table_exists(con, schema, table):
+                con.execute(f'create table "{schema}"."{table}" as {query} limit 0')
+            condition = " and ".join(f'"{column}" = ?' for column in where)
+            con.execute(f'delete from "{schema}"."{table}" where {condition}', list(where.values()))
+            con.execute(f'insert into "{schema}"."{table}" by name {query}')
     finally:
         con.unregister("_slice")

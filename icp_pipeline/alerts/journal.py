@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from icp_pipeline.alerts.channels import outbox_keys_since
-from icp_pipeline.warehouse import connect, registered, table_exists
+from icp_pipeline.warehouse import connect, registered, table_exists, transaction
 
 JOURNAL_SUFFIX = ".delivery-journal.jsonl"
 OUTCOME_FIELDS = ("alert_id", "status", "attempts", "last_error", "sent_at")
@@ -138,29 +138,23 @@ def _latest(outcomes: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def _apply(con: Any, updates: pd.DataFrame) -> None:
-    with registered(con, "_outcomes", updates) as columns:
-        con.execute("begin transaction")
-        try:
-            # A ledger written while a column was empty throughout (no error yet, nothing sent yet)
-            # stores it as DuckDB's NULL type, which takes no value: give it its real type first.
-            kinds = dict(
-                con.execute(
-                    "select column_name, data_type from duckdb_columns() "
-                    "where schema_name = 'icp' and table_name = 'alerts'"
-                ).fetchall()
-            )
-            for column, kind in COLUMN_TYPES.items():
-                if kinds.get(column, kind) != kind:
-                    con.execute(f'alter table icp.alerts alter "{column}" type {kind}')
+    with registered(con, "_outcomes", updates) as columns, transaction(con):
+        # A ledger written while a column was empty throughout (no error yet, nothing sent yet)
+        # stores it as DuckDB's NULL type, which takes no value: give it its real type first.
+        kinds = dict(
             con.execute(
-                "update icp.alerts set status = o.status, attempts = o.attempts, "
-                "last_error = o.last_error, sent_at = coalesce(o.sent_at, icp.alerts.sent_at) "
-                f"from (select {columns} from _outcomes) o where icp.alerts.alert_id = o.alert_id"
-            )
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
+                "select column_name, data_type from duckdb_columns() "
+                "where schema_name = 'icp' and table_name = 'alerts'"
+            ).fetchall()
+        )
+        for column, kind in COLUMN_TYPES.items():
+            if kinds.get(column, kind) != kind:
+                con.execute(f'alter table icp.alerts alter "{column}" type {kind}')
+        con.execute(
+            "update icp.alerts set status = o.status, attempts = o.attempts, "
+            "last_error = o.last_error, sent_at = coalesce(o.sent_at, icp.alerts.sent_at) "
+            f"from (select {columns} from _outcomes) o where icp.alerts.alert_id = o.alert_id"
+        )
 
 
 def outcome(

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from icp_pipeline.ingest.files import RAW_KEY
-from icp_pipeline.warehouse import attached, connect, table_columns, table_exists, to_frame
+from icp_pipeline.warehouse import attached, connect, table_columns, table_exists, to_frame, transaction
 
 ABSENCES = "raw_absences"  # icp.raw_absences: one row per raw key missing from its file's last delivery
 PRESENCE_CHECKS = "presence_checks"  # icp.presence_checks: one row per tracked table, its last count
@@ -97,8 +97,7 @@ def record_presence(
                 f"create or replace temp table _absent_now as select distinct {RAW_KEY} from _absent_keys"
             )
             con.unregister("_absent_keys")
-        con.execute("begin transaction")
-        try:
+        with transaction(con):
             con.execute(
                 f"""create or replace temp table _absences as
                 select a.{RAW_KEY},
@@ -125,10 +124,6 @@ def record_presence(
                 f"insert into icp.{PRESENCE_CHECKS} values (?, ?, greatest(?::date, coalesce(?::date, ?::date)), ?, ?)",
                 [table, file, as_of, last_check, as_of, absent, dt.datetime.now(dt.UTC)],
             )
-            con.execute("commit")
-        except Exception:
-            con.execute("rollback")
-            raise
     return absent
 
 
@@ -221,17 +216,13 @@ def record_excluded(con: duckdb.DuckDBPyConnection, excluded: pd.DataFrame, as_o
     )
     con.register("_excluded", excluded)
     try:
-        con.execute("begin transaction")
-        con.execute(f"delete from icp.{EXCLUDED} where as_of = ?", [as_of])
-        con.execute(
-            f"insert into icp.{EXCLUDED} select ?::date, account_id, reason, missed_loads, "
-            "last_seen_as_of::date from _excluded",
-            [as_of],
-        )
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
+        with transaction(con):
+            con.execute(f"delete from icp.{EXCLUDED} where as_of = ?", [as_of])
+            con.execute(
+                f"insert into icp.{EXCLUDED} select ?::date, account_id, reason, missed_loads, "
+                "last_seen_as_of::date from _excluded",
+                [as_of],
+            )
     finally:
         con.unregister("_excluded")
 

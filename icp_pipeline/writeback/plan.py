@@ -18,7 +18,7 @@ import duckdb
 import pandas as pd
 
 from icp_pipeline.config import WRITEBACK_FIELDS, WritebackConfig
-from icp_pipeline.warehouse import table_exists
+from icp_pipeline.warehouse import table_exists, transaction
 
 LEDGER = "writeback_state"
 RUNS = "writeback_runs"
@@ -282,23 +282,19 @@ def record_failed(
         return
     con.register("_failed", failed[["account_id", "error"]])
     try:
-        con.execute("begin transaction")
-        con.execute(
-            "insert into icp.writeback_state (account_id, target, failed_attempts) "
-            "select f.account_id, ?, 0 from _failed f where f.account_id not in "
-            "(select account_id from icp.writeback_state where target = ?)",
-            [target, target],
-        )
-        con.execute(
-            "update icp.writeback_state as w set failed_attempts = coalesce(w.failed_attempts, 0) + 1, "
-            "last_error = f.error, last_error_at = ? from _failed f "
-            "where w.account_id = f.account_id and w.target = ?",
-            [now, target],
-        )
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
+        with transaction(con):
+            con.execute(
+                "insert into icp.writeback_state (account_id, target, failed_attempts) "
+                "select f.account_id, ?, 0 from _failed f where f.account_id not in "
+                "(select account_id from icp.writeback_state where target = ?)",
+                [target, target],
+            )
+            con.execute(
+                "update icp.writeback_state as w set failed_attempts = coalesce(w.failed_attempts, 0) + 1, "
+                "last_error = f.error, last_error_at = ? from _failed f "
+                "where w.account_id = f.account_id and w.target = ?",
+                [now, target],
+            )
     finally:
         con.unregister("_failed")
 
@@ -314,15 +310,11 @@ def record_run(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
 def _upsert(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame, target: str) -> None:
     con.register("_pushed", rows)
     try:
-        con.execute("begin transaction")
-        con.execute(
-            "delete from icp.writeback_state where target = ? and account_id in (select account_id from _pushed)",
-            [target],
-        )
-        con.execute("insert into icp.writeback_state by name select * from _pushed")
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
+        with transaction(con):
+            con.execute(
+                "delete from icp.writeback_state where target = ? and account_id in (select account_id from _pushed)",
+                [target],
+            )
+            con.execute("insert into icp.writeback_state by name select * from _pushed")
     finally:
         con.unregister("_pushed")
