@@ -111,7 +111,7 @@ def test_reason_points_add_up_to_every_score(planted) -> None:
     assert scores["tier"].isin(list("ABCD")).all()
     assert (scores.loc[scores["disqualified"], "tier"] == "D").all()
     assert scores.loc[scores["disqualified"], "disqualified_reason"].str.contains("win rate").all()
-    software = scores[scores["top_positive"].str.contains("Industry = Software")]
+    software = scores[scores["top_positive"].str.contains("Industry = Software", na=False)]
     assert len(software) > 100
 
 
