@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import duckdb
 import numpy as np
@@ -365,11 +365,6 @@ class _LineCounter(io.RawIOBase):
         if block:
             self._count(self._decoder.decode(block) if self._decoder else block)
         return block
-
-    def readinto(self, buffer: Any) -> int:
-        block = self.read(len(buffer))
-        buffer[: len(block)] = block
-        return len(block)
 
     def _count(self, block: str | bytes) -> None:
         lf, cr, quote = ("\n", "\r", '"') if isinstance(block, str) else (b"\n", b"\r", b'"')
