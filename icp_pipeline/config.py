@@ -43,6 +43,11 @@ SINGLE_TRAITS: tuple[str, ...] = (
     "country",
     "company_age_band",
     "funding_stage",
+    # Event traits: what happened in a window before the moment described (profile/events.py).
+    "recent_funding",
+    "leadership_change",
+    "hiring_trend",
+    "headcount_trend",
 )
 TECHNOLOGY = "technology"
 BUILT_IN_TRAITS: tuple[str, ...] = (*SINGLE_TRAITS, TECHNOLOGY)
@@ -185,6 +190,16 @@ class WrittenIcp(_Section):
     hard_no: tuple[Criterion, ...] = ()
 
 
+class EventTraitConfig(_Section):
+    """Windows of the event traits, before deal creation (learning) or the as-of date (scoring)."""
+
+    enabled: bool = True
+    funding_months: int = Field(default=12, ge=1, le=120)
+    leadership_months: int = Field(default=12, ge=1, le=120)
+    hiring_days: int = Field(default=90, ge=7, le=730)
+    headcount_months: int = Field(default=12, ge=1, le=120)
+
+
 class ProfileConfig(_Section):
     """How the ICP is learned from evidence. Defaults are documented in the README."""
 
@@ -197,10 +212,27 @@ class ProfileConfig(_Section):
     cold_start_min_closed: int = Field(default=50, ge=0)
     l2: float = Field(default=2.0, gt=0)
     custom_columns: tuple[str, ...] = ()
+    # Learning uses the deals created in the last N months before the as-of date.
+    lookback_months: int = Field(default=24, ge=1, le=240)
+    # Custom columns whose value never changes after a deal (a region, a segment fixed at signup):
+    # without account history they describe a deal by today's value. Others are left unknown.
+    static_columns: tuple[str, ...] = ()
+    events: EventTraitConfig = Field(default_factory=EventTraitConfig)
+    # The forward backtest scores as of this many months before the as-of date.
+    backtest_months: int = Field(default=6, ge=1, le=60)
     written: WrittenIcp | None = None
     points: dict[str, int] = Field(default_factory=dict)
     cac: float | None = Field(default=None, gt=0)
     gross_margin: float = Field(default=0.8, gt=0, le=1)
+
+    @field_validator("static_columns")
+    @classmethod
+    def _static_columns_are_custom(cls, static: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        custom = info.data.get("custom_columns", ())
+        unknown = [name for name in static if name not in custom]
+        if unknown:
+            raise ValueError(f"{_listed(unknown)} not in icp.custom_columns ({_listed(custom) or 'none'})")
+        return static
 
     @field_validator("written")
     @classmethod

@@ -158,6 +158,7 @@ OUTPUT_SCHEMAS: dict[str, dict[str, str]] = {
     },
     "score_validation": {
         "as_of": DATE,
+        "method": TEXT,
         "metric": TEXT,
         "segment": TEXT,
         "value": FLOAT,

@@ -40,11 +40,11 @@ from icp_pipeline.ingest import files
 from icp_pipeline.ingest.file_drop import aligned_batches
 from icp_pipeline.ingest.files import row_hash
 from icp_pipeline.profile.outcomes import customer_value
+from icp_pipeline.profile.timeline import Timeline, seconds_of
 from icp_pipeline.profile.traits import (
     ACCOUNT_ROW,
     TECHNOLOGY,
     AccountTraits,
-    ObservationOrder,
     TechnologyItems,
     TraitInputs,
     _last_per_group,
@@ -695,7 +695,7 @@ def test_grouped_order_is_lexsorts_order_ties_included(span: int) -> None:
     assert len(grouped_order(account[:0], rank[:0])) == 0
 
 
-def test_latest_observation_per_account_from_the_order_sorted_once_equals_a_sort_per_date() -> None:
+def test_latest_observation_per_account_from_the_timeline_equals_a_sort_per_date() -> None:
     rng = np.random.default_rng(11)
     rows, accounts = 3000, 400
     account = rng.integers(0, accounts, rows)
@@ -704,13 +704,17 @@ def test_latest_observation_per_account_from_the_order_sorted_once_equals_a_sort
         pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(days, unit="D"), dtype="datetime64[us, UTC]"
     )
     observed_at[rng.random(rows) < 0.05] = pd.NaT
-    order = ObservationOrder.of(account, observed_at)
+    line = Timeline.of(account, seconds_of(observed_at))
+    every = np.arange(accounts + 5)
     for as_of in (dt.date(2025, 12, 31), dt.date(2026, 1, 10), dt.date(2026, 2, 1), dt.date(2026, 6, 1)):
         end = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1)
         known = np.flatnonzero((observed_at < end).to_numpy())
         expected = _last_per_group(account[known], observed_at.array.asi8[known], known, accounts + 5)
-        latest = order.latest_before(end, accounts + 5)
+        latest = line.last_at(every, int(end.timestamp()) - 1)
         np.testing.assert_array_equal(latest, expected)
+        # One moment per query (as for deals) gives each query its own account's answer.
+        moments = np.full(len(every), int(end.timestamp()) - 1)
+        np.testing.assert_array_equal(line.last_at(every, moments), expected)
     assert (latest >= 0).sum() > 300 and (expected == -1).sum() >= 5
 
 

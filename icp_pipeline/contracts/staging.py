@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from icp_pipeline.config import IcpConfig
+from icp_pipeline.contracts.history import record_account_history
 from icp_pipeline.contracts.spec import TableContract
 from icp_pipeline.contracts.validate import (
     DROP_ROW,
@@ -636,6 +637,22 @@ def stage_calls() -> int:
 
 
 def stage(
+    con: duckdb.DuckDBPyConnection,
+    contract: TableContract,
+    config: IcpConfig,
+    *,
+    as_of: dt.date,
+    now: dt.datetime,
+) -> StagingOutcome:
+    """Stage a table and write staging, quarantine and rule results to the warehouse; staged
+    accounts also add their changed versions to `staging.account_history`."""
+    outcome = _stage(con, contract, config, as_of=as_of, now=now)
+    if contract.table == "accounts" and outcome.blocked_reason is None:
+        record_account_history(con, config, as_of)
+    return outcome
+
+
+def _stage(
     con: duckdb.DuckDBPyConnection,
     contract: TableContract,
     config: IcpConfig,

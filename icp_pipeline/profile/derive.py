@@ -23,13 +23,12 @@ from icp_pipeline.config import IcpConfig
 from icp_pipeline.frames import isin, positions
 from icp_pipeline.profile.evidence import EvidenceRules, long_traits, trait_evidence
 from icp_pipeline.profile.outcomes import best_customers, customer_value, opportunity_outcomes
-from icp_pipeline.profile.traits import TRAIT_LABELS, AccountTraits
+from icp_pipeline.profile.traits import SELF_DESCRIBED, TRAIT_LABELS, AccountTraits, DealTraits
 from icp_pipeline.scoring.model import (
     Design,
     PointsModel,
     account_scores,
     build_design,
-    deal_counts,
     fit_logistic,
     no_signal_model,
     points_from_coefficients,
@@ -42,7 +41,9 @@ TIER_QUANTILES = {"A": 0.95, "B": 0.80, "C": 0.50}
 
 
 def trait_label(trait: str, value: str) -> str:
-    """Words a rep can read: 'Industry = Software', 'Uses Snowflake'."""
+    """Words a rep can read: 'Industry = Software', 'Uses Snowflake', 'CMO left in the last 12 months'."""
+    if trait in SELF_DESCRIBED:
+        return value[:1].upper() + value[1:]
     label = TRAIT_LABELS.get(trait, trait.replace("_", " ").capitalize())
     return f"{label} {value}" if trait == "technology" else f"{label} = {value}"
 
@@ -62,6 +63,8 @@ class IcpProfile:
     outcomes: pd.DataFrame
     closed_deals: int
     notes: list[str] = field(default_factory=list)
+    # Learned deals described with data recorded after them (see `DealTraits.fallback_counts`).
+    point_in_time: dict[str, int] = field(default_factory=dict)
 
     def items(self, verdict: str) -> pd.DataFrame:
         return self.evidence[self.evidence["verdict"] == verdict]
@@ -165,9 +168,10 @@ def _held_by(group: np.ndarray, account: np.ndarray) -> np.ndarray:
 
 
 def audit_written_icp(
-    config: IcpConfig, evidence: pd.DataFrame, traits: AccountTraits, opportunities: pd.DataFrame
+    config: IcpConfig, evidence: pd.DataFrame, deals: AccountTraits, won: np.ndarray
 ) -> pd.DataFrame:
-    """Each written criterion: supported, not supported or contradicted, with the numbers."""
+    """Each written criterion: supported, not supported or contradicted, with the numbers
+    (`deals`: one row per closed deal as it was when created, `won` its outcome)."""
     from scipy import stats
 
     written = config.icp.written
@@ -184,8 +188,7 @@ def audit_written_icp(
     ]
     if written is None:
         return pd.DataFrame(columns=columns)
-    pairs = long_traits(traits)
-    closed = opportunities[opportunities["closed"]]
+    pairs = long_traits(deals.with_row_ids())
     rows = []
     for section, criteria in (
         ("must_have", written.must_have),
@@ -193,12 +196,11 @@ def audit_written_icp(
         ("hard_no", written.hard_no),
     ):
         for criterion in criteria:
-            holders = pairs[(pairs["trait"] == criterion.trait) & pairs["value"].isin(criterion.values)][
-                "account_id"
-            ]
-            has = isin(closed["account_id"], holders)
-            a, b = int(closed.loc[has, "won"].sum()), int((~closed.loc[has, "won"]).sum())
-            c, d = int(closed.loc[~has, "won"].sum()), int((~closed.loc[~has, "won"]).sum())
+            holders = pairs[(pairs["trait"] == criterion.trait) & pairs["value"].isin(criterion.values)]
+            has = np.zeros(len(won), dtype=bool)
+            has[holders["account_id"].astype(np.int64).to_numpy()] = True
+            a, b = int((won & has).sum()), int((~won & has).sum())
+            c, d = int((won & ~has).sum()), int((~won & ~has).sum())
             p = (
                 stats.fisher_exact([[a, b], [c, d]]).pvalue
                 if (a + b) and (c + d) and (a + c) and (b + d)
@@ -249,6 +251,19 @@ def _rate(value: float) -> str:
     return "n/a" if pd.isna(value) else f"{value:.0%}"
 
 
+def learning_deals(
+    outcomes: pd.DataFrame, deal_traits: DealTraits, as_of: dt.date, lookback_months: int
+) -> tuple[DealTraits, np.ndarray]:
+    """The closed deals learning uses (created in the lookback window before the as-of date) as
+    they were when created, in outcome order, and whether each was won."""
+    start = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1) - pd.DateOffset(months=lookback_months)
+    recent = (outcomes["created_at"] >= start).to_numpy()
+    closed = outcomes["closed"].to_numpy(dtype=bool) & recent
+    rows = positions(outcomes["opportunity_id"], deal_traits.opportunity_ids)
+    learned = np.flatnonzero(closed & (rows >= 0))
+    return deal_traits.take(rows[learned]), outcomes["won"].to_numpy(dtype=bool)[learned]
+
+
 def derive_profile(
     traits: AccountTraits,
     opportunities: pd.DataFrame,
@@ -256,27 +271,28 @@ def derive_profile(
     config: IcpConfig,
     as_of: dt.date,
     describe: bool = True,
+    deal_traits: DealTraits | None = None,
 ) -> tuple[IcpProfile, Design]:
     """Learn evidence, model, tiers and metrics at one as-of date.
 
-    `describe=False` leaves out the fit vs non-fit metrics and the audit of the written ICP (empty
-    frames): validation and drift re-learn a profile only to score with it and read neither.
+    Each closed deal is described by `deal_traits` (its account when the deal was created); without
+    them, by its account's traits at the as-of date, which lets what the account became after the
+    deal leak in. `describe=False` leaves out the fit vs non-fit metrics and the audit of the
+    written ICP (empty frames): validation and drift re-learn a profile only to score with it.
     """
     rules = config.icp
     outcomes = opportunity_outcomes(opportunities, config.stages, as_of)
-    # Each deal's account row, found once: the design has the traits' rows, in their order.
-    deal_rows = traits.rows_of(outcomes)
-    is_closed = outcomes["closed"].to_numpy(dtype=bool)
-    # The closed deals' won flags as an array: filtering the frame copied every column of 1.5M rows.
-    closed_won = outcomes["won"].to_numpy(dtype=bool)[is_closed]
+    if deal_traits is None:
+        deal_traits = DealTraits.at_moment(traits, outcomes)
+    learned, closed_won = learning_deals(outcomes, deal_traits, as_of, rules.lookback_months)
     n_closed = len(closed_won)
     notes: list[str] = []
     written_criteria = [(c.trait, c.values) for c in rules.written.must_have] if rules.written else []
     with ThreadPoolExecutor(max_workers=1) as pool:
         # What the best customers share does not depend on the fit: it is found on a second core
-        # meanwhile (much of both runs without the GIL): 4.9 s to 3.6 s per profile at 1M.
+        # meanwhile (much of both runs without the GIL).
         evidence_run = pool.submit(
-            _customers_and_evidence, traits, outcomes, subscriptions, config, as_of, deal_rows
+            _customers_and_evidence, traits, outcomes, subscriptions, config, as_of, learned, closed_won
         )
         design = build_design(traits)
         if n_closed < rules.cold_start_min_closed:
@@ -285,9 +301,9 @@ def derive_profile(
                 written_icp_model(design, written_criteria) if written_criteria else no_signal_model(design)
             )
         else:
-            rows, deals, wins = deal_counts(deal_rows[is_closed], closed_won)
-            intercept, coefficients = fit_logistic(design.matrix[rows], wins, rules.l2, trials=deals)
-            model = points_from_coefficients(intercept, coefficients, design)
+            fit_design = build_design(learned.traits)
+            intercept, coefficients = fit_logistic(fit_design.matrix, closed_won, rules.l2)
+            model = points_from_coefficients(intercept, coefficients, fit_design)
         customers, evidence = evidence_run.result()
     evidence = evidence.merge(model.points[["trait", "value", "points"]], on=["trait", "value"], how="left")
     evidence["points"] = evidence["points"].fillna(0).astype(int)
@@ -306,6 +322,7 @@ def derive_profile(
     metrics, audit = pd.DataFrame(), pd.DataFrame()
     if describe:
         fit = np.isin(tiers, ["A", "B"])
+        deal_rows = traits.rows_of(outcomes)
         # Each customer's account, found once; accounts outside the design are in neither group.
         customer_account = positions(customers["account_id"], design.account_ids)
         metrics = pd.DataFrame(
@@ -320,7 +337,14 @@ def derive_profile(
                 for label, group in (("icp_fit", fit), ("non_fit", ~fit))
             ]
         )
-        audit = audit_written_icp(config, evidence, traits, outcomes)
+        audit = audit_written_icp(config, evidence, learned.traits, closed_won)
+    counts = learned.fallback_counts()
+    if counts["later_crm_version"] or counts["later_firmographics"]:
+        notes.append(
+            f"point in time: {counts['later_crm_version']:,} of {n_closed:,} deals described by a CRM "
+            f"version recorded after them, {counts['later_firmographics']:,} by a later firmographic "
+            "observation (no history reaches back that far)"
+        )
     criteria = evidence[evidence["verdict"].isin([MUST_HAVE, NICE_TO_HAVE, HARD_NO])]
     version = profile_version(
         {
@@ -345,8 +369,17 @@ def derive_profile(
         outcomes=outcomes,
         closed_deals=n_closed,
         notes=notes + model.notes,
+        point_in_time=counts,
     )
     return profile, design
+
+
+def _first_wins(learned: DealTraits, won: np.ndarray, customers: pd.Index) -> np.ndarray:
+    """The deal row of each customer's first won deal among the learned deals (in row order)."""
+    ids = learned.traits.accounts["account_id"]
+    wins = np.flatnonzero(won & isin(ids, customers))
+    _, first = np.unique(ids.iloc[wins].to_numpy(dtype=object), return_index=True)
+    return wins[np.sort(first)]
 
 
 def _customers_and_evidence(
@@ -355,7 +388,8 @@ def _customers_and_evidence(
     subscriptions: pd.DataFrame | None,
     config: IcpConfig,
     as_of: dt.date,
-    deal_rows: np.ndarray,
+    learned: DealTraits,
+    won: np.ndarray,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The customers' value and each trait value's evidence (how the best customers and won deals
     differ from the rest)."""
@@ -364,11 +398,11 @@ def _customers_and_evidence(
     best = best_customers(customers, rules.best_customer_share)
     evidence = trait_evidence(
         traits,
-        outcomes,
-        best,
-        best[: EvidenceRules.top_customers],
+        learned.traits,
+        won,
+        _first_wins(learned, won, best),
+        _first_wins(learned, won, best[: EvidenceRules.top_customers]),
         EvidenceRules(rules.min_closed_with, rules.min_won_with, rules.alpha),
-        deal_rows=deal_rows,
     )
     return customers, evidence
 

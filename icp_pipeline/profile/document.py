@@ -52,6 +52,19 @@ def profile_rows(profile: IcpProfile) -> pd.DataFrame:
             "detail": profile.model.scored_by,
         },
     ]
+    if profile.point_in_time:
+        counts = profile.point_in_time
+        rows.append(
+            {
+                "section": "point_in_time",
+                "label": f"{counts['deals']:,} closed deals described as their account was when each was created",
+                "detail": (
+                    f"{counts['later_crm_version']:,} by a CRM version recorded after the deal (no account "
+                    f"history reaches back that far); {counts['later_firmographics']:,} by a firmographic "
+                    f"observation made after it; {counts['no_technology_data']:,} without technology data then"
+                ),
+            }
+        )
     for verdict, _title in SECTIONS:
         for _, item in evidence[evidence["verdict"] == verdict].iterrows():
             rows.append(

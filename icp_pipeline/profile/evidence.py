@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from icp_pipeline.frames import isin
 from icp_pipeline.profile.traits import ACCOUNT_ROW, SINGLE_TRAITS, TECHNOLOGY, UNKNOWN, AccountTraits
 
 
@@ -144,50 +143,58 @@ def _row_totals(
 
 
 def _trait_value_counts(
-    traits: AccountTraits,
-    closed_won: np.ndarray,
-    best: pd.Index,
-    top_customers: pd.Index,
-    closed_rows: np.ndarray,
+    traits: AccountTraits, deals: AccountTraits, won: np.ndarray, best_rows: np.ndarray, top_rows: np.ndarray
 ) -> pd.DataFrame:
-    """Per (trait, value): accounts, best and top customers, closed and won deals of its holders
-    (per closed deal: `closed_won` whether it was won, `closed_rows` its row in `traits.accounts`,
-    -1: none)."""
-    ids = traits.accounts["account_id"]
-    deals, wins = _row_totals(traits, closed_rows, closed_won)
-    return trait_value_sums(
-        traits,
+    """Per (trait, value): the accounts holding it at the as-of date (`traits`), and the closed and
+    won deals, best and top customers holding it when their deal was created (`deals`: one row
+    per closed deal, `won` its outcome; `best_rows`/`top_rows`: each best/top customer's first
+    won deal)."""
+    rows = len(deals.accounts)
+
+    def marked(at: np.ndarray) -> np.ndarray:
+        flags = np.zeros(rows, dtype=np.float64)
+        flags[at] = 1.0
+        return flags
+
+    per_deal = trait_value_sums(
+        deals,
         {
-            "best_with": isin(ids, best).astype(np.float64),
-            "top_with": isin(ids, top_customers).astype(np.float64),
-            "closed_with": deals,
-            "won_with": wins,
+            "best_with": marked(best_rows),
+            "top_with": marked(top_rows),
+            "closed_with": np.ones(rows, dtype=np.float64),
+            "won_with": won.astype(np.float64),
         },
+    ).drop(columns="accounts_with")
+    per_account = trait_value_sums(traits, {})
+    order = per_account["trait"].cat.categories.union(per_deal["trait"].cat.categories, sort=False)
+    table = per_account.assign(trait=per_account["trait"].astype("str")).merge(
+        per_deal.assign(trait=per_deal["trait"].astype("str")), on=["trait", "value"], how="outer"
     )
+    table["accounts_with"] = table["accounts_with"].fillna(0).astype(np.int64)
+    table["trait"] = pd.Categorical(table["trait"], categories=order)
+    return table.sort_values(["trait", "value"], kind="stable").reset_index(drop=True)
 
 
 def trait_evidence(
     traits: AccountTraits,
-    opportunities: pd.DataFrame,
-    best: pd.Index,
-    top_customers: pd.Index,
+    deals: AccountTraits,
+    won: np.ndarray,
+    best_rows: np.ndarray,
+    top_rows: np.ndarray,
     rules: EvidenceRules | None = None,
-    *,
-    deal_rows: np.ndarray,
 ) -> pd.DataFrame:
     """One row per trait value with support, lift, win rates, p and q values and a verdict hint.
 
-    `deal_rows`: each opportunity's account row in `traits.accounts` (-1: none), found once by
-    the caller, which places the same deals in the design matrix.
+    `deals` describes each closed deal (one row each, `won` its outcome) as its account was when
+    the deal was created; `traits` the accounts at the as-of date (the share of accounts holding
+    a value). `best_rows`/`top_rows`: the deal rows of the best and top customers' first wins.
     """
     from scipy import stats
 
     rules = rules or EvidenceRules()
     n_accounts = len(traits.accounts)
-    is_closed = opportunities["closed"].to_numpy(dtype=bool)
-    won = opportunities["won"].to_numpy(dtype=bool)[is_closed]  # per closed deal, without copying the frame
     total_closed, total_won = len(won), int(won.sum())
-    table = _trait_value_counts(traits, won, best, top_customers, deal_rows[is_closed])
+    table = _trait_value_counts(traits, deals, won, best_rows, top_rows)
     for column in ("closed_with", "won_with", "best_with", "top_with"):
         table[column] = table[column].fillna(0).astype(np.int64)
     table["lost_with"] = table["closed_with"] - table["won_with"]
@@ -195,7 +202,7 @@ def trait_evidence(
     table["won_without"] = total_won - table["won_with"]
     table["lost_without"] = table["closed_without"] - table["won_without"]
     table["share_of_accounts"] = table["accounts_with"] / max(n_accounts, 1)
-    table["support_best"] = table["best_with"] / max(len(best), 1)
+    table["support_best"] = table["best_with"] / max(len(best_rows), 1)
     table["lift"] = np.where(
         table["share_of_accounts"] > 0, table["support_best"] / table["share_of_accounts"], np.nan
     )
@@ -216,6 +223,6 @@ def trait_evidence(
         table.loc[enough, "q_value"] = stats.false_discovery_control(table.loc[enough, "p_value"].to_numpy())
     table["significant"] = enough & (table["q_value"] < rules.alpha)
     table["top_customers_with"] = table["top_with"]
-    table["top_customers"] = len(top_customers)
+    table["top_customers"] = len(top_rows)
     table["base_win_rate"] = total_won / total_closed if total_closed else np.nan
     return table.drop(columns=["top_with"])

@@ -11,6 +11,7 @@ import duckdb
 import pandas as pd
 
 from icp_pipeline.config import IcpConfig
+from icp_pipeline.contracts.history import ACCOUNT_HISTORY
 from icp_pipeline.contracts.staging import STAGING, stage_calls
 from icp_pipeline.errors import IcpInputError
 from icp_pipeline.frames import positions
@@ -19,6 +20,7 @@ from icp_pipeline.profile.traits import (
     ACCOUNT_POSITION,
     FIRMOGRAPHIC_COLUMNS,
     AccountTraits,
+    DealTraits,
     TraitInputs,
 )
 from icp_pipeline.warehouse import connect, read_present_columns, read_table
@@ -33,25 +35,47 @@ class Evidence:
     subscriptions: pd.DataFrame | None
     firmographics: pd.DataFrame | None
     funding_rounds: pd.DataFrame | None
-    _traits: dict[tuple[dt.date, tuple[str, ...]], AccountTraits] = field(
+    account_history: pd.DataFrame | None = None
+    leadership_changes: pd.DataFrame | None = None
+    job_postings: pd.DataFrame | None = None
+    _traits: dict[tuple[dt.date, str], AccountTraits] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-    _inputs: dict[tuple[str, ...], TraitInputs] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    _inputs: dict[str, TraitInputs] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _deal_traits: dict[str, DealTraits] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _prepared(self, config: IcpConfig) -> tuple[str, TraitInputs]:
+        rules = config.icp
+        key = repr((rules.custom_columns, rules.static_columns, rules.events))
+        if key not in self._inputs:
+            self._inputs[key] = TraitInputs.prepare(
+                self.accounts,
+                self.firmographics,
+                self.funding_rounds,
+                tuple(rules.custom_columns),
+                history=self.account_history,
+                leadership_changes=self.leadership_changes,
+                job_postings=self.job_postings,
+                events=rules.events,
+                static_columns=tuple(rules.static_columns),
+            )
+        return key, self._inputs[key]
 
     def traits(self, config: IcpConfig, as_of: dt.date) -> AccountTraits:
         """Traits as known at the as-of date, built once per date (drift asks twice for the same one)
         from inputs prepared once (validation and drift ask for several dates)."""
-        custom = tuple(config.icp.custom_columns)
-        if custom not in self._inputs:
-            self._inputs[custom] = TraitInputs.prepare(
-                self.accounts, self.firmographics, self.funding_rounds, custom
-            )
-        key = (as_of, custom)
-        if key not in self._traits:
-            self._traits[key] = self._inputs[custom].traits(as_of)
-        return self._traits[key]
+        key, inputs = self._prepared(config)
+        if (as_of, key) not in self._traits:
+            self._traits[(as_of, key)] = inputs.traits(as_of)
+        return self._traits[(as_of, key)]
+
+    def deal_traits(self, config: IcpConfig) -> DealTraits:
+        """Every closed or open deal as its account was when the deal was created, built once: what
+        a deal was created into does not depend on the date learning looks from."""
+        key, inputs = self._prepared(config)
+        if key not in self._deal_traits:
+            self._deal_traits[key] = inputs.deal_traits(self.opportunities)
+        return self._deal_traits[key]
 
     def forget_dates(self, keep: dt.date | None = None) -> None:
         """Drop the traits built per as-of date (a million rows each) but `keep`'s; the prepared
@@ -76,6 +100,8 @@ EVIDENCE_COLUMNS: dict[str, tuple[str, ...]] = {
     "subscriptions": ("subscription_id", "account_id", "started_at", "ended_at", "arr", "updated_at"),
     "firmographics": FIRMOGRAPHIC_COLUMNS,
     "funding_rounds": ("round_id", "account_id", "round_type", "amount_usd", "announced_at"),
+    "leadership_changes": ("change_id", "account_id", "title", "change_type", "effective_at"),
+    "job_postings": ("posting_id", "account_id", "posted_at"),
 }
 
 
@@ -110,6 +136,9 @@ def read_evidence(con: duckdb.DuckDBPyConnection, custom_columns: Sequence[str] 
         subscriptions=_optional(con, "subscriptions"),
         firmographics=_optional(con, "firmographics"),
         funding_rounds=_optional(con, "funding_rounds"),
+        account_history=_optional(con, ACCOUNT_HISTORY),
+        leadership_changes=_optional(con, "leadership_changes"),
+        job_postings=_optional(con, "job_postings"),
     )
 
 

@@ -1,10 +1,13 @@
-"""Account traits as known at an as-of date: the vocabulary of the ICP.
+"""Account traits as they were at a moment: the vocabulary of the ICP.
 
-CRM firmographics are filled from the latest feed observation made by the as-of date
-(point in time: nothing observed later leaks in). Single-valued traits (industry, bands,
-country, funding stage) become one categorical column each; technologies, which an account
-has several of, become a long table. Missing values are the level "unknown", so a score can
-say "Industry unknown" rather than pretending to know.
+Scoring describes every account at the as-of date; learning describes each deal by its account
+as it was when the deal was created (point in time: a tool adopted after the win, a headcount
+grown into, a segment relabelled later never explain the deal). CRM values come from the account
+version valid then (`staging.account_history`), gaps are filled from the latest firmographic
+observation made by then. Single-valued traits (industry, bands, country, funding stage, the
+event traits) become one categorical column each; technologies, which an account has several
+of, become a long table. Missing values are the level "unknown", so a score can say "Industry
+unknown" rather than pretending to know.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from icp_pipeline.bands import company_age_band, employee_band, revenue_band
-from icp_pipeline.config import SINGLE_TRAITS, TECHNOLOGY
+from icp_pipeline.config import SINGLE_TRAITS, TECHNOLOGY, EventTraitConfig
 from icp_pipeline.frames import positions
+from icp_pipeline.profile.events import EventInputs, headcount_trend
+from icp_pipeline.profile.timeline import ORIGIN, Timeline, seconds_of
 
 UNKNOWN = "unknown"
+LAST_SECOND = 4_102_444_799  # 2099-12-31 23:59:59 UTC
 # The column of `AccountTraits.technologies` holding the row of the account in `accounts`.
 ACCOUNT_ROW = "account_row"
 # A column of deals read with the evidence: the row of the deal's account among the accounts
@@ -37,6 +43,10 @@ TRAIT_LABELS: dict[str, str] = {
     "funding_stage": "Funding stage",
     "technology": "Uses",
 }
+# Traits whose values say it all ("CMO left in the last 12 months"), shown without a label.
+SELF_DESCRIBED: frozenset[str] = frozenset(
+    ("recent_funding", "leadership_change", "hiring_trend", "headcount_trend")
+)
 FUNDING_STAGE_ORDER: tuple[str, ...] = (
     "Grant",
     "Debt",
@@ -78,6 +88,41 @@ class AccountTraits:
         row_of_position = np.full(size + 1, -1, dtype=np.int64)  # the last slot: position -1
         row_of_position[self.source_rows] = np.arange(len(self.source_rows))
         return row_of_position[source]
+
+    def with_row_ids(self) -> AccountTraits:
+        """A copy identified by row number ("0", "1", ...) instead of account id: deals of one
+        account are then told apart."""
+        rows = pd.Series(np.arange(len(self.accounts)).astype("str"), dtype="str")
+        owners = pd.Series(self.technologies[ACCOUNT_ROW].to_numpy().astype("str"), dtype="str")
+        return AccountTraits(
+            self.accounts.assign(account_id=rows.to_numpy()),
+            self.technologies.assign(account_id=owners.to_numpy()),
+            self.sources,
+        )
+
+    def take(self, rows: np.ndarray) -> AccountTraits:
+        """The rows at `rows` (positions into `accounts`, repeats allowed), in that order, with
+        their technologies."""
+        tech = self.technologies
+        owner = tech[ACCOUNT_ROW].to_numpy()
+        order = np.argsort(owner, kind="stable")  # pairs come in row order already: a linear pass
+        start = np.searchsorted(owner[order], np.arange(len(self.accounts) + 1))
+        new_row, taken = _ranges(start[rows], np.diff(start)[rows])
+        technologies = pd.DataFrame(
+            {
+                "account_id": tech["account_id"].iloc[order[taken]].reset_index(drop=True),
+                TECHNOLOGY: tech[TECHNOLOGY].iloc[order[taken]].reset_index(drop=True),
+                ACCOUNT_ROW: new_row,
+            }
+        )
+        return AccountTraits(self.accounts.iloc[rows].reset_index(drop=True), technologies, self.sources)
+
+
+def _ranges(first: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, position) for the ranges first[i] .. first[i] + count[i] - 1, owner i, in order."""
+    owner = np.repeat(np.arange(len(first), dtype=np.int64), count)
+    offset = np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
+    return owner, np.repeat(first, count) + offset
 
 
 ACCOUNT_COLUMNS: tuple[str, ...] = ("account_id", "industry", "employee_count", "annual_revenue", "country")
@@ -248,56 +293,94 @@ def _no_technologies() -> pd.DataFrame:
     )
 
 
-@dataclass(frozen=True)
-class ObservationOrder:
-    """Feed rows with an observation time, ordered by account, then time, then delivery.
+def _technology_pairs(items: TechnologyItems, observed_rows: np.ndarray, ids: pa.Array) -> pd.DataFrame:
+    """(account_id, technology, account_row) of each query's observed feed row (-1: none), in query
+    order, then in stack order; a feed row observed by several queries gives each its pairs."""
+    by_row = np.argsort(items.row, kind="stable")
+    feed_rows = int(max(items.row.max(initial=-1), observed_rows.max(initial=-1))) + 1
+    start = np.searchsorted(items.row[by_row], np.arange(feed_rows + 1))
+    seen = np.flatnonzero(observed_rows >= 0)
+    owner, position = _ranges(start[observed_rows[seen]], np.diff(start)[observed_rows[seen]])
+    query, taken = seen[owner], by_row[position]
+    return pd.DataFrame(
+        {
+            "account_id": pd.Series(pd.array(ids.take(query), dtype="str"), copy=False),
+            TECHNOLOGY: pd.Categorical.from_codes(items.code[taken], categories=items.categories),
+            ACCOUNT_ROW: query.astype(np.int64),
+        }
+    )
 
-    Each account's rows observed before a date are then a prefix of its run, so its latest one is
-    where the run's prefix ends: a linear pass per as-of date instead of a sort (0.3 s each at 1M).
+
+@dataclass
+class DealTraits:
+    """Each closed deal described as its account was when the deal was created.
+
+    `traits.accounts` has one row per deal (its `account_id` is the deal's account); the flags say
+    which deals had to be described with data recorded after them: the oldest CRM version (no
+    history reaches back to the deal), the oldest firmographic observation (none made before the
+    deal; technologies are then left out, never taken from later), or no technology data.
     """
 
-    rows: np.ndarray  # feed row positions, in that order
-    account: np.ndarray  # their account positions
-    time: np.ndarray  # their observation times (int64, in `unit`)
-    unit: str
+    opportunity_ids: pd.Series
+    traits: AccountTraits
+    later_crm: np.ndarray
+    later_firmographics: np.ndarray
+    no_technologies: np.ndarray
+
+    def take(self, rows: np.ndarray) -> DealTraits:
+        """The deals at `rows` (positions), in that order."""
+        return DealTraits(
+            self.opportunity_ids.iloc[rows].reset_index(drop=True),
+            self.traits.take(rows),
+            self.later_crm[rows],
+            self.later_firmographics[rows],
+            self.no_technologies[rows],
+        )
 
     @classmethod
-    def of(cls, account: np.ndarray, observed_at: pd.Series) -> ObservationOrder:
-        timed = np.flatnonzero(observed_at.notna().to_numpy())
-        time = observed_at.array.asi8[timed]
-        order = np.lexsort((time, account[timed]))  # stable: ties keep delivery order
-        return cls(timed[order], account[timed][order], time[order], observed_at.dt.unit)
+    def at_moment(cls, traits: AccountTraits, deals: pd.DataFrame) -> DealTraits:
+        """Every deal described by its account's traits at one moment (not when it was created):
+        for callers without point-in-time inputs. Nothing is flagged, though it may be later."""
+        rows = traits.rows_of(deals)
+        placed = np.flatnonzero(rows >= 0)
+        none = np.zeros(len(placed), dtype=bool)
+        ids = deals["opportunity_id"].iloc[placed].reset_index(drop=True)
+        return cls(ids, traits.take(rows[placed]), none, none, none.copy())
 
-    def latest_before(self, end: pd.Timestamp, groups: int) -> np.ndarray:
-        """Per account position (0..groups-1): its row observed last before `end` (ties: the row
-        delivered last), or -1; what `_last_per_group` of the rows before `end` gives."""
-        latest = np.full(groups, -1, dtype=np.int64)
-        before = np.flatnonzero(self.time < np.datetime64(end.tz_convert(None), self.unit).astype(np.int64))
-        account = self.account[before]
-        last = np.append(account[1:] != account[:-1], True) if len(account) else np.array([], dtype=bool)
-        latest[account[last]] = self.rows[before[last]]
-        return latest
+    def fallback_counts(self) -> dict[str, int]:
+        return {
+            "deals": len(self.later_crm),
+            "later_crm_version": int(self.later_crm.sum()),
+            "later_firmographics": int(self.later_firmographics.sum()),
+            "no_technology_data": int(self.no_technologies.sum()),
+        }
 
 
 @dataclass
 class TraitInputs:
-    """The staged frames traits are made of, prepared once for traits at several as-of dates.
+    """The staged frames traits are made of, prepared once for traits at several moments.
 
-    Feed rows keep only the columns traits read and are placed on their account's position among
-    the accounts, so each as-of date's latest observation (a pass over rows ordered once, see
-    `ObservationOrder`) and most advanced funding round are found with integer work instead of
-    text joins (validation and drift build traits at four dates a night).
+    Every dated table (CRM account versions, firmographic observations, funding rounds, event
+    feeds) is placed on its account's position and kept as a `Timeline`, so "the account as it
+    was at t" is a binary search per (account, t): one t for every account (scoring at a date) or
+    one t per deal (learning from what was true when each deal was created).
     """
 
     accounts: pd.DataFrame
     custom_columns: tuple[str, ...]
+    static_columns: tuple[str, ...] = ()
+    history: pd.DataFrame | None = None
+    history_line: Timeline | None = None
+    history_latest: int = 0
     firmographics: pd.DataFrame | None = None
-    observation_order: ObservationOrder | None = None
+    observations: Timeline | None = None
+    employees: np.ndarray | None = None
     funding: pd.DataFrame | None = None
-    funding_account: np.ndarray | None = None
+    funding_line: Timeline | None = None
+    funding_best: np.ndarray | None = None
     funding_stage: np.ndarray | None = None
-    funding_rank: np.ndarray | None = None
     technologies: TechnologyItems | None = None
+    events: EventInputs | None = None
 
     @classmethod
     def prepare(
@@ -306,7 +389,15 @@ class TraitInputs:
         firmographics: pd.DataFrame | None = None,
         funding_rounds: pd.DataFrame | None = None,
         custom_columns: tuple[str, ...] = (),
+        *,
+        history: pd.DataFrame | None = None,
+        leadership_changes: pd.DataFrame | None = None,
+        job_postings: pd.DataFrame | None = None,
+        events: EventTraitConfig | None = None,
+        static_columns: tuple[str, ...] = (),
     ) -> TraitInputs:
+        """`history`: the CRM account versions (the account columns and `valid_from`); without it the
+        current values describe every moment. `events`: the event traits' windows (None: none)."""
         columns = [
             *ACCOUNT_COLUMNS,
             *(c for c in custom_columns if c in accounts and c not in ACCOUNT_COLUMNS),
@@ -315,7 +406,15 @@ class TraitInputs:
             accounts["created_at"] if "created_at" in accounts else pd.Series(pd.NaT, index=accounts.index)
         )
         own = accounts[columns].assign(created_at=created).reset_index(drop=True)
-        inputs = cls(own, tuple(custom_columns))
+        inputs = cls(own, tuple(custom_columns), tuple(static_columns))
+        if history is not None and len(history):
+            account = positions(history["account_id"], own["account_id"])
+            kept = account >= 0
+            wanted = [c for c in columns[1:] if c in history]
+            inputs.history = history.loc[kept, wanted].reset_index(drop=True)
+            valid_from = seconds_of(history.loc[kept, "valid_from"])
+            inputs.history_line = Timeline.of(account[kept], valid_from)
+            inputs.history_latest = int(valid_from.max(initial=0))
         with ThreadPoolExecutor(max_workers=1) as pool:
             # The funding rounds are placed on a worker thread while the firmographics are split
             # here: both are mostly arrow kernels, which run without the GIL.
@@ -326,77 +425,153 @@ class TraitInputs:
                 account = positions(feed["account_id"], own["account_id"])
                 kept = account >= 0  # rows of accounts outside the CRM never reach an account's traits
                 observations = feed[kept].drop(columns="account_id").reset_index(drop=True)
-                items = TechnologyItems.split(observations.pop("tech_stack"))
-                inputs.technologies = items.grouped_by(account[kept])
+                inputs.technologies = TechnologyItems.split(observations.pop("tech_stack"))
                 inputs.firmographics = observations
-                inputs.observation_order = ObservationOrder.of(account[kept], observations["observed_at"])
+                inputs.observations = Timeline.of(account[kept], seconds_of(observations["observed_at"]))
+                inputs.employees = observations["employee_count"].to_numpy(dtype=np.float64, na_value=np.nan)
             if placed is not None:
                 placed.result()
+        if events is not None and events.enabled:
+            inputs.events = EventInputs.prepare(
+                events, own["account_id"], funding_rounds, leadership_changes, job_postings
+            )
         return inputs
 
     def _place_funding(self, funding_rounds: pd.DataFrame) -> None:
-        """The funding rounds of CRM accounts, with their account's position and stage."""
+        """The funding rounds of CRM accounts on a timeline, with each one's most advanced round so far."""
         rounds = funding_rounds[["account_id", "round_type", "announced_at"]]
         account = positions(rounds["account_id"], self.accounts["account_id"])
         kept = account >= 0
         self.funding = rounds[kept].reset_index(drop=True)
-        self.funding_account = account[kept]
-        self.funding_stage, self.funding_rank = _funding_stages(self.funding)
+        self.funding_stage, rank = _funding_stages(self.funding)
+        self.funding_line = Timeline.of(account[kept], seconds_of(self.funding["announced_at"]))
+        self.funding_best = self.funding_line.running_best(rank.astype(np.int64))
 
-    def traits(self, as_of: dt.date) -> AccountTraits:
-        """Traits of every account that existed at the as-of date."""
-        end = _end_of(as_of)
-        created = self.accounts["created_at"]
-        current_rows = np.flatnonzero((created.isna() | (created < end)).to_numpy())
-        current = self.accounts.iloc[current_rows].drop(columns="created_at").set_index("account_id")
+    def _crm_values(self, rows: np.ndarray, at: np.ndarray | int) -> tuple[pd.DataFrame, np.ndarray]:
+        """The CRM columns of the accounts at `rows` as of `at`, and which of them come from a version
+        recorded after `at` (the oldest version, or today's values where no history holds one)."""
+        current = self.accounts.iloc[rows].drop(columns=["account_id", "created_at"]).reset_index(drop=True)
+        if self.history is None or self.history_line is None:
+            return current, np.ones(len(rows), dtype=bool)
+        if np.ndim(at) == 0 and int(at) >= self.history_latest:
+            return current, np.zeros(len(rows), dtype=bool)  # every version is known by then
+        version = self.history_line.last_at(rows, at)
+        later = version < 0
+        version = np.where(later, self.history_line.first(rows), version)
+        values = _rows_or_missing(self.history, version, current.index)
+        missing = version < 0  # an account without any version yet: today's values
+        for name in current.columns:
+            if name not in values:
+                values[name] = current[name]
+            elif missing.any():
+                values[name] = values[name].where(~missing, current[name])
+        return values[list(current.columns)], later
+
+    def _describe(
+        self, rows: np.ndarray, at: np.ndarray | int, ids: pd.Index, *, deals: bool
+    ) -> tuple[AccountTraits, dict[str, np.ndarray]]:
+        """Traits of the accounts at `rows` as of `at` (seconds, one per row or one for all).
+
+        For deals (`deals=True`) a missing earlier firmographic observation falls back to the oldest
+        one for the single values; custom columns without history stay unknown unless declared
+        static. The flags say where data recorded later was used.
+        """
+        n = len(rows)
+        crm, later_crm = self._crm_values(rows, at)
+        index = pd.RangeIndex(n)
         sources = {"crm": "accounts"}
-        frame = pd.DataFrame(index=current.index)
-        industry, employees, revenue, country = (
-            current["industry"],
-            current["employee_count"].astype("Float64"),
-            current["annual_revenue"].astype("Float64"),
-            current["country"],
-        )
-        founded = pd.Series(np.nan, index=current.index, dtype="Float64")
-        ids = pa.array(current.index.astype("str").array, type=pa.large_string())
-        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        frame = pd.DataFrame(index=index)
+        industry, country = crm["industry"], crm["country"]
+        employees = crm["employee_count"].astype("Float64")
+        revenue = crm["annual_revenue"].astype("Float64")
+        founded = pd.Series(np.nan, index=index, dtype="Float64")
+        ids_arrow = pa.array(ids.astype("str").array, type=pa.large_string())
+        ids_arrow = ids_arrow.combine_chunks() if isinstance(ids_arrow, pa.ChunkedArray) else ids_arrow
         technologies = _no_technologies()
-        if self.firmographics is not None and self.observation_order is not None:
-            feed = self.firmographics
-            observed_rows = self.observation_order.latest_before(end, len(self.accounts))[current_rows]
-            observed = _rows_or_missing(feed, observed_rows, current.index)
-            industry = industry.fillna(observed["industry"])
-            employees = employees.fillna(observed["employee_count"].astype("Float64"))
-            revenue = revenue.fillna(observed["annual_revenue"].astype("Float64"))
-            country = country.fillna(observed["country"])
-            founded = observed["founded_year"].astype("Float64")
+        later_firmographics = np.zeros(n, dtype=bool)
+        observed = np.full(n, -1, dtype=np.int64)
+        if self.firmographics is not None and self.observations is not None:
+            observed = self.observations.last_at(rows, at)
+            described = observed
+            if deals:
+                oldest = self.observations.first(rows)
+                later_firmographics = (observed < 0) & (oldest >= 0)
+                described = np.where(observed < 0, oldest, observed)
+            seen = _rows_or_missing(self.firmographics, described, index)
+            industry = industry.fillna(seen["industry"])
+            employees = employees.fillna(seen["employee_count"].astype("Float64"))
+            revenue = revenue.fillna(seen["annual_revenue"].astype("Float64"))
+            country = country.fillna(seen["country"])
+            founded = seen["founded_year"].astype("Float64")
             if self.technologies is not None:
-                owner_of_row = np.full(len(feed), -1, dtype=np.int64)
-                seen = observed_rows >= 0
-                owner_of_row[observed_rows[seen]] = np.flatnonzero(seen)
-                technologies = self.technologies.pairs(owner_of_row, ids)
-            sources["firmographics"] = "latest observation by as-of date"
+                technologies = _technology_pairs(self.technologies, observed, ids_arrow)
+            sources["firmographics"] = "latest observation at the moment described"
+        moments = np.clip(np.atleast_1d(np.asarray(at, dtype=np.int64)), ORIGIN, LAST_SECOND)
+        year = pd.to_datetime(moments, unit="s").year.to_numpy()
         frame["industry"] = _categorical(industry)
         frame["employee_band"] = _categorical(employee_band(employees))
         frame["revenue_band"] = _categorical(revenue_band(revenue))
         frame["country"] = _categorical(country.astype("str").str.upper())
-        frame["company_age_band"] = _categorical(company_age_band(as_of.year - founded))
-        stage = pd.Series(UNKNOWN, index=current.index, dtype="str")
-        if self.funding is not None and self.funding_account is not None:
-            assert self.funding_stage is not None and self.funding_rank is not None
-            known = np.flatnonzero((self.funding["announced_at"] < end).to_numpy())
-            latest = _last_per_group(
-                self.funding_account[known], self.funding_rank[known], known, len(self.accounts)
-            )
+        frame["company_age_band"] = _categorical(company_age_band(np.asarray(year) - founded))
+        stage = pd.Series(UNKNOWN, index=index, dtype="str")
+        if self.funding_line is not None and self.funding_best is not None and self.funding_stage is not None:
+            at_round = self.funding_line.positions_at(rows, at)
+            best = np.where(at_round >= 0, self.funding_best[np.maximum(at_round, 0)], -1)
             stages = pd.DataFrame({"stage": pd.Series(self.funding_stage, dtype="str")})
-            stage = _rows_or_missing(stages, latest[current_rows], current.index)["stage"]
-            sources["funding_rounds"] = "most advanced round by as-of date"
+            stage = _rows_or_missing(stages, best, index)["stage"]
+            sources["funding_rounds"] = "most advanced round by the moment described"
         frame["funding_stage"] = _categorical(stage)
+        if self.events is not None:
+            event_traits = {
+                "recent_funding": self.events.recent_funding(rows, at),
+                "leadership_change": self.events.leadership_change(rows, at),
+                "hiring_trend": self.events.hiring_trend(rows, at),
+                "headcount_trend": headcount_trend(
+                    self.observations, self.employees, rows, at, self.events.windows.headcount_months
+                ),
+            }
+            for name, values in event_traits.items():
+                if values is not None:
+                    frame[name] = values
         for column in self.custom_columns:
-            if column in current:
-                frame[column] = _categorical(current[column])
-        frame.index.name = "account_id"
-        return AccountTraits(frame.reset_index(), technologies, sources, source_rows=current_rows)
+            if column in crm:
+                values = crm[column]
+                if deals and column not in self.static_columns:
+                    values = values.where(~later_crm)  # no history: what it was then is unknown
+                frame[column] = _categorical(values)
+        frame.insert(0, "account_id", pd.Series(ids.astype("str").array, index=index))
+        flags = {
+            "later_crm": later_crm if deals else np.zeros(n, dtype=bool),
+            "later_firmographics": later_firmographics,
+            "no_technologies": observed < 0,
+        }
+        return AccountTraits(frame, technologies, sources), flags
+
+    def traits(self, as_of: dt.date) -> AccountTraits:
+        """Traits of every account that existed at the as-of date, as known by its end."""
+        end = _end_of(as_of)
+        created = self.accounts["created_at"]
+        current_rows = np.flatnonzero((created.isna() | (created < end)).to_numpy())
+        ids = pd.Index(self.accounts["account_id"].iloc[current_rows])
+        at = int(end.timestamp()) - 1
+        traits, _ = self._describe(current_rows, at, ids, deals=False)
+        traits.source_rows = current_rows
+        return traits
+
+    def deal_traits(self, deals: pd.DataFrame) -> DealTraits:
+        """Each deal (`opportunity_id`, `account_position`, `created_at`) as its account was when
+        the deal was created; deals of no account are left out."""
+        placed = deals[deals[ACCOUNT_POSITION] >= 0]
+        rows = placed[ACCOUNT_POSITION].to_numpy(dtype=np.int64)
+        at = seconds_of(placed["created_at"])
+        traits, flags = self._describe(rows, at, pd.Index(placed["account_id"]), deals=True)
+        return DealTraits(
+            placed["opportunity_id"].reset_index(drop=True),
+            traits,
+            flags["later_crm"],
+            flags["later_firmographics"],
+            flags["no_technologies"],
+        )
 
 
 def build_traits(

@@ -43,6 +43,7 @@ class IcpData:
 
 @dataclass
 class ScoreData:
+    method: str = "forward_backtest"
     values: dict[str, float] = field(default_factory=dict)
     status: str = ""
     split_date: dt.date | None = None
@@ -91,6 +92,7 @@ class ReportData:
     call: CallData
     drift: DriftData
     health: HealthData
+    holdout: ScoreData = field(default_factory=lambda: ScoreData(method="time_split_holdout"))
 
 
 def _ident(name: str) -> str:
@@ -205,14 +207,21 @@ def read_icp(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> IcpData:
     return data
 
 
-def read_score(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> ScoreData:
-    """Holdout validation: headline metrics, win rate and deals per tier, the gains curve."""
-    data = ScoreData()
+def read_score(con: duckdb.DuckDBPyConnection, as_of: dt.date, method: str = "forward_backtest") -> ScoreData:
+    """One validation method's headline metrics, win rate and deals per tier, the gains curve."""
+    data = ScoreData(method=method)
     if not table_exists(con, "icp", "score_validation"):
         data.status = "the score has not been validated yet (icp/score_validation has not run)"
         return data
     rows = _select(
-        con, "score_validation", ["metric", "segment", "value", "note", "split_date"], "as_of = ?", [as_of]
+        con,
+        "score_validation",
+        ["metric", "segment", "value", "note", "split_date"],
+        # Rows written before the forward backtest existed have no method: they are the holdout.
+        "as_of = ? and coalesce(method, 'time_split_holdout') = ?"
+        if "method" in table_columns(con, "icp", "score_validation")
+        else "as_of = ? and ? = 'time_split_holdout'",
+        [as_of, method],
     )
     status = rows[rows["metric"] == "status"]
     data.status = str(status["note"].iloc[0]) if len(status) else "no validation rows for this date"
@@ -551,6 +560,7 @@ def read_report_data(
             accounts_scored=int(accounts),
             icp=read_icp(con, as_of),
             score=read_score(con, as_of),
+            holdout=read_score(con, as_of, "time_split_holdout"),
             call=read_call(con, as_of),
             drift=read_drift(con, as_of, config),
             health=read_health(con, as_of, config),

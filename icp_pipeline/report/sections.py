@@ -16,7 +16,7 @@ import pandas as pd
 from icp_pipeline.profile.traits import TRAIT_LABELS, UNKNOWN
 from icp_pipeline.report import charts
 from icp_pipeline.report import format as fmt
-from icp_pipeline.report.data import TRIGGER_WEEKS, ReportData
+from icp_pipeline.report.data import TRIGGER_WEEKS, ReportData, ScoreData
 from icp_pipeline.report.html import Markup, Section, bullet_list, esc, table, tier_badge, tiles
 
 VERDICTS = (("must_have", "Must-have"), ("nice_to_have", "Nice-to-have"), ("hard_no", "Hard no"))
@@ -190,27 +190,50 @@ def icp_section(data: ReportData) -> Section:
     return section
 
 
+def _holdout_line(holdout: ScoreData) -> str:
+    values = holdout.values
+    if "auc" not in values:
+        return f"The time-split holdout could not run: {holdout.status}."
+    return (
+        f"Beside it, the time-split holdout (re-learned from deals closed by {holdout.split_date}, tested on the "
+        f"{fmt.count(values.get('test_deals'))} deals closed after) gives an AUC of {fmt.decimal(values['auc'])} "
+        f"and a tier-A lift of {fmt.ratio(values.get('tier_a_lift', float('nan')))}; it scores deals created "
+        "before the split with what was known at the split, so it reads better than the backtest."
+    )
+
+
 def score_section(data: ReportData) -> Section:
-    """Holdout validation: headline numbers, win rate by tier, the gains curve."""
-    score = data.score
+    """The forward backtest (the holdout beside it): headline numbers, win rate by tier, the gains curve."""
+    score = data.score if "auc" in data.score.values else data.holdout
     section = Section("score", "Does the score work")
     values = score.values
+    backtest = score.method == "forward_backtest"
     if "auc" not in values:
         section.why(
-            f"The score cannot be validated for this date: {score.status}. The holdout needs older deals to "
-            "learn from and newer closed deals to test on."
+            f"The score cannot be validated for this date: {data.score.status}. The backtest needs deals "
+            "created after a past date and closed since; the holdout needs older and newer closed deals."
         )
         return section
-    section.para(
-        f"The profile was re-learned from deals closed by {score.split_date} only, then tested on the "
-        f"{fmt.count(values.get('test_deals'))} deals that closed after: deals the profile never saw."
-    )
+    if backtest:
+        section.para(
+            f"Forward backtest: every account was scored as of {score.split_date} by a profile learned only from "
+            f"what was known then (each deal described as its account was when the deal was created), and "
+            f"those scores were judged on the {fmt.count(values.get('test_deals'))} deals created after "
+            f"{score.split_date} and closed since: the way a score is used, before the deal exists."
+        )
+        section.para(_holdout_line(data.holdout))
+    else:
+        section.para(
+            f"The profile was re-learned from deals closed by {score.split_date} only, then tested on the "
+            f"{fmt.count(values.get('test_deals'))} deals that closed after: deals the profile never saw."
+        )
     auc = values.get("auc", float("nan"))
     lift = values.get("tier_a_lift", float("nan"))
+    name = "backtest" if backtest else "holdout"
     section.add(
         tiles(
             [
-                (fmt.decimal(auc), "holdout AUC (0.5 = coin flip)", "good" if auc >= 0.65 else "warn"),
+                (fmt.decimal(auc), f"{name} AUC (0.5 = coin flip)", "good" if auc >= 0.65 else "warn"),
                 (fmt.ratio(lift), "tier-A win rate over the base rate", "good" if lift >= 1.5 else "warn"),
                 (
                     fmt.pct(values.get("ab_share_of_wins")),

@@ -13,7 +13,7 @@ from icp_pipeline.profile.document import profile_rows, with_evidence_text, writ
 from icp_pipeline.profile.learn import run_evidence
 from icp_pipeline.resources import IcpSettings, partition_date
 from icp_pipeline.scoring.score import NAME_COLUMNS, score_accounts, with_names
-from icp_pipeline.scoring.validation import holdout_validation
+from icp_pipeline.scoring.validation import BACKTEST, HOLDOUT, validate_scores
 from icp_pipeline.warehouse import connect, read_present_columns, replace_slice
 
 EVIDENCE = dg.AssetKey(["icp", "icp_evidence"])
@@ -75,7 +75,12 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
     evidence_inputs = run_evidence(context.run_id, icp.warehouse_path(), config.icp.custom_columns, as_of)
     traits = evidence_inputs.traits(config, as_of)
     profile, design = derive_profile(
-        traits, evidence_inputs.opportunities, evidence_inputs.subscriptions, config, as_of
+        traits,
+        evidence_inputs.opportunities,
+        evidence_inputs.subscriptions,
+        config,
+        as_of,
+        deal_traits=evidence_inputs.deal_traits(config),
     )
     scores = score_accounts(profile, design, as_of)
     evidence = with_evidence_text(profile.evidence).assign(as_of=as_of, profile_version=profile.version)
@@ -104,6 +109,7 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
             "dagster/row_count": len(evidence),
             "significant_traits": int(evidence["significant"].sum()),
             "closed_deals": profile.closed_deals,
+            **{f"point_in_time_{name}": count for name, count in profile.point_in_time.items()},
             "criteria": _md(criteria[["label", "verdict", "points", "evidence"]]),
         },
     )
@@ -155,30 +161,38 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
     description="One row per validation metric per as-of date: holdout AUC, win rate by tier, tier-A lift, A+B capture.",
 )
 def score_validation(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.MaterializeResult:
-    """Re-learn on older closed deals, test on newer ones: does the score predict wins?"""
+    """Score as of a past date and judge on the deals created since (the forward backtest), and
+    re-learn on older closed deals to test on newer ones (the holdout): does the score predict wins?"""
     config = icp.load_config()
     as_of = partition_date(context)
     inputs = run_evidence(context.run_id, icp.warehouse_path(), config.icp.custom_columns, as_of)
-    metrics, _ = holdout_validation(inputs, config, as_of)
+    metrics = validate_scores(inputs, config, as_of)
     with connect(icp.warehouse_path()) as con:
         replace_slice(con, "icp", "score_validation", metrics, {"as_of": as_of})
-    values = metrics.set_index(["metric", "segment"])["value"]
     figures: dict[str, Any] = {}
-    for metric, segment in (
-        ("auc", "all"),
-        ("tier_a_lift", "A"),
-        ("ab_share_of_wins", "A+B"),
-        ("base_win_rate", "all"),
-    ):
-        if (metric, segment) in values.index and pd.notna(values[(metric, segment)]):
-            figures[metric] = float(values[(metric, segment)])
-    context.log.info(f"holdout: {figures or metrics['note'].iloc[0]}")
+    for method, prefix in ((BACKTEST, "backtest"), (HOLDOUT, "holdout")):
+        rows = metrics[metrics["method"] == method]
+        values = rows.set_index(["metric", "segment"])["value"]
+        for metric, segment in (
+            ("auc", "all"),
+            ("auc_low", "all"),
+            ("auc_high", "all"),
+            ("tier_a_lift", "A"),
+            ("ab_share_of_wins", "A+B"),
+            ("base_win_rate", "all"),
+            ("test_deals", "all"),
+        ):
+            if (metric, segment) in values.index and pd.notna(values[(metric, segment)]):
+                figures[f"{prefix}_{metric}"] = float(values[(metric, segment)])
+        status = rows.loc[rows["metric"] == "status", "note"]
+        context.log.info(f"{method}: {status.iloc[0] if len(status) else ''}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(metrics),
             **figures,
             "metrics": _md(
-                metrics.loc[metrics["metric"] != "gains", ["metric", "segment", "value", "note"]], 20
+                metrics.loc[metrics["metric"] != "gains", ["method", "metric", "segment", "value", "note"]],
+                40,
             ),
         }
     )
