@@ -110,7 +110,7 @@ def test_same_spec_gives_identical_files_and_other_seed_differs(tmp_path: Path) 
     generate_demo(tmp_path / "b", spec)
     generate_demo(tmp_path / "c", DemoSpec(accounts=2000, seed=4, drift_date=date(2026, 1, 1)))
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
-    assert len(files) == len(COLUMNS) + 3  # + truth.json and two truth parquet files
+    assert len(files) == len(COLUMNS) + 4  # + truth.json and three truth parquet files
     for rel in files:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     for rel in files:
@@ -123,6 +123,7 @@ def test_headers_and_counts_match_truth(planted: tuple[Path, dict[str, Any]]) ->
     assert on_disk == truth
     assert set(truth["counts"]) == set(COLUMNS) | {
         "truth/opportunities.parquet",
+        "truth/future_opportunities.parquet",
         "truth/feed_matches.parquet",
     }
     for rel, columns in COLUMNS.items():
@@ -256,7 +257,9 @@ def test_crm_blanks_are_covered_by_firmographics(planted: tuple[Path, dict[str, 
     coverage = accounts["account_id"].isin(firmo["account_id"]).mean()
     assert 0.92 < coverage < 0.99
     first = firmo.sort_values("observed_at").drop_duplicates("account_id")
-    assert _days_before(first["observed_at"]).between(90, 400).all()
+    # Before every deal (created up to 730 days back); the few others are the leak's adoption rows
+    # of customers the feed did not cover before.
+    assert _days_before(first["observed_at"]).between(740, 1100).mean() > 0.97
 
 
 # --------------------------------------------------------------------------- planted triggers

@@ -48,7 +48,14 @@ def null_icp(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Evidence, 
 def learn(evidence: Evidence, config: IcpConfig | None = None, as_of: dt.date = AS_OF):
     config = config or IcpConfig()
     traits = evidence.traits(config, as_of)
-    return derive_profile(traits, evidence.opportunities, evidence.subscriptions, config, as_of)
+    return derive_profile(
+        traits,
+        evidence.opportunities,
+        evidence.subscriptions,
+        config,
+        as_of,
+        deal_traits=evidence.deal_traits(config),
+    )
 
 
 def pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
@@ -60,7 +67,8 @@ def test_planted_traits_are_derived_and_nothing_unrelated_is_a_must_have(planted
     profile, _ = learn(evidence)
     must = pairs(profile.items(MUST_HAVE))
     hard = pairs(profile.items(HARD_NO))
-    planted_must = {(t["trait"], t["value"]) for t in truth["must_have"]}
+    event = truth["point_in_time"]["event_trait"]  # the CMO departure before the deal
+    planted_must = {(t["trait"], t["value"]) for t in truth["must_have"]} | {(event["trait"], event["value"])}
     planted_hard = {(t["trait"], t["value"]) for t in truth["hard_no"]}
     assert must == planted_must, profile.evidence[profile.evidence["verdict"] == MUST_HAVE]
     assert planted_hard <= hard

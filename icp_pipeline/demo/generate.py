@@ -70,6 +70,22 @@ _OTHER_TECH_WEIGHTS: dict[str, float] = {
 }  # fmt: skip
 SNOWFLAKE_SHARE = 0.20
 MAX_EMPLOYEES = 200_000
+# Point in time (drawn from a generator of their own, so every other row stays as it was):
+# - a leak: a tool customers adopt after buying, seen only in observations dated after all of
+#   their deals; it has no effect on winning, and only a profile that reads today's traits for
+#   yesterday's deals credits it;
+# - an event trait: the CMO left in the 12 months before a deal was created; it raises the win
+#   probability of that deal.
+LEAK_TECHNOLOGY = "Gainsight"
+_LEAK_BIT = 15  # after the bits of TECHNOLOGIES
+LEAK_SHARE = 0.8
+DEPARTURE_SHARE = 0.2
+DEPARTURE_TITLE = "Chief Marketing Officer"
+EVENT_TERM: tuple[str, str, float] = ("leadership_change", "CMO left in the last 12 months", 1.2)
+EVENT_WINDOW_DAYS = 365
+# Deals created after the as-of date, kept in truth/future_opportunities.parquet with their
+# outcome: what a score made on the as-of date is judged by.
+FUTURE_DAYS = 180
 
 # Planted win model (applies to every opportunity; drawn only for closed ones).
 WIN_INTERCEPT = -2.0
@@ -211,22 +227,28 @@ def generate_demo(
     # Trigger membership is drawn for feed-only companies too, so their rows look alike.
     planted = {name: rng.random(comp.total) < share for name, share in _TRIGGER_SHARE.items()}
 
+    timed = np.random.default_rng([spec.seed, 2])  # the point-in-time plantings' own draws
+    departure = _departures(timed, n, as_of) if spec.planted_icp else np.full(n, -1, dtype=np.int64)
     owner_ids = _write_owners(rng, sink, max(5, n // 250))
     acct_created = as_of - rng.integers(1, 4 * 365 + 1, n)
-    opps = _opportunities(rng, spec, comp, as_of)
+    opps = _opportunities(rng, spec, comp, as_of, departure)
     # An account exists before its first deal.
     np.minimum.at(acct_created, opps["acct"], opps["created"])
     _write_opportunities(rng, sink, comp, opps, as_of)
     _write_subscriptions(rng, sink, spec, comp, opps, as_of)
+    adoption = _adoption_days(timed, opps, comp.total, as_of) if spec.planted_icp else None
+    sink.parquet(
+        "truth/future_opportunities.parquet", _future_opportunities(timed, spec, comp, as_of, departure)
+    )
     del opps
     _write_contacts(rng, sink, comp, acct_created, as_of)
     crm_blank = _write_accounts(rng, sink, comp, owner_ids, acct_created, as_of)
 
     matches: list[pa.Table] = []
-    matches.append(_write_firmographics(rng, sink, comp, planted, crm_blank, as_of))
+    matches.append(_write_firmographics(rng, sink, comp, planted, crm_blank, as_of, adoption))
     matches.append(_write_funding(rng, sink, comp, planted["funding"], as_of))
     matches.append(_write_postings(rng, sink, comp, planted["hiring_surge"], as_of))
-    matches.append(_write_leadership(rng, sink, comp, planted["leadership_change"], as_of))
+    matches.append(_write_leadership(rng, sink, comp, planted["leadership_change"], as_of, departure))
     sink.parquet("truth/feed_matches.parquet", pa.concat_tables(matches))
     # A generator of its own, drawn last: the clean files are the same with or without the mess.
     messy = (
@@ -234,6 +256,26 @@ def generate_demo(
     )
 
     truth = _truth(spec, comp, planted, sink.counts)
+    if spec.planted_icp:
+        truth["point_in_time"] = {
+            "leak": {
+                "trait": "technology",
+                "value": LEAK_TECHNOLOGY,
+                "accounts": int((adoption >= 0).sum()) if adoption is not None else 0,
+                "effect": "none; adopted 15-90 days after an account's last deal and first win",
+            },
+            "event_trait": {
+                "trait": EVENT_TERM[0],
+                "value": EVENT_TERM[1],
+                "coefficient": EVENT_TERM[2],
+                "accounts": int((departure >= 0).sum()),
+                "applies_to": f"deals created within {EVENT_WINDOW_DAYS} days after the departure",
+            },
+            "future_opportunities": {
+                "file": "truth/future_opportunities.parquet",
+                "created": f"the {FUTURE_DAYS} days from as_of",
+            },
+        }
     if messy is not None:
         truth["messy"] = messy
     (out_dir / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
@@ -341,12 +383,16 @@ def _tech_masks(rng: np.random.Generator, n: int) -> np.ndarray:
 def _tech_stack(masks: np.ndarray) -> pa.Array:
     """';'-joined stack per mask; strings are built once per distinct mask, not per row."""
     distinct, inverse = np.unique(masks, return_inverse=True)
-    labels = [";".join(t for i, t in enumerate(TECHNOLOGIES) if int(m) >> i & 1) for m in distinct]
+    names = (*TECHNOLOGIES, LEAK_TECHNOLOGY)  # the leak's bit follows the others
+    labels = [";".join(t for i, t in enumerate(names) if int(m) >> i & 1) for m in distinct]
     return pa.array(labels).take(pa.array(inverse.astype(np.int64)))
 
 
-def _win_probability(spec: DemoSpec, comp: _Companies, acct: np.ndarray, created: np.ndarray) -> np.ndarray:
-    """Planted probability per opportunity from TRUE traits (before CRM blanking)."""
+def _win_probability(
+    spec: DemoSpec, comp: _Companies, acct: np.ndarray, created: np.ndarray, departure: np.ndarray
+) -> np.ndarray:
+    """Planted probability per opportunity from TRUE traits (before CRM blanking), and from the
+    CMO departure in the 12 months before the deal was created (`departure`: day per account, -1)."""
     if not spec.planted_icp:
         return np.full(len(acct), NULL_WIN_PROBABILITY)
     industry = comp.industry[acct]
@@ -362,9 +408,52 @@ def _win_probability(spec: DemoSpec, comp: _Companies, acct: np.ndarray, created
     else:
         after = created >= tx.day_number(spec.drift_date)
         logit = logit + np.where(after, DRIFT_TERM[2] * (industry == _HEALTHCARE), software_term)
+    left = departure[acct]
+    logit = logit + EVENT_TERM[2] * ((left >= 0) & (left < created) & (created <= left + EVENT_WINDOW_DAYS))
     p = 1.0 / (1.0 + np.exp(-logit))
     hard_no = (industry == _GOVERNMENT) | (band == _BAND_TINY)
     return np.where(hard_no, HARD_NO_PROBABILITY, p)
+
+
+def _departures(rng: np.random.Generator, n_crm: int, as_of: int) -> np.ndarray:
+    """The day a CRM account's CMO left (-1: none), over the three years before the as-of date."""
+    left = rng.random(n_crm) < DEPARTURE_SHARE
+    return np.where(left, as_of - rng.integers(1, 3 * 365 + 1, n_crm), -1).astype(np.int64)
+
+
+def _adoption_days(
+    rng: np.random.Generator, opps: dict[str, np.ndarray], total: int, as_of: int
+) -> np.ndarray:
+    """The day a customer adopts the leak technology (-1: never): after its first win and its last
+    deal, and before the tech-change trigger's window, so no trigger and no deal sees it."""
+    never = np.iinfo(np.int64).max
+    first_win = np.full(total, never, dtype=np.int64)
+    np.minimum.at(first_win, opps["acct"][opps["won"]], opps["close"][opps["won"]])
+    last_deal = np.full(total, -1, dtype=np.int64)
+    np.maximum.at(last_deal, opps["acct"], opps["created"])
+    day = np.maximum(first_win, last_deal) + rng.integers(15, 91, total)
+    adopted = (
+        (first_win < never) & (day <= as_of - FIRMOGRAPHIC_WINDOW_DAYS - 1) & (rng.random(total) < LEAK_SHARE)
+    )
+    return np.where(adopted, day, -1)
+
+
+def _future_opportunities(
+    rng: np.random.Generator, spec: DemoSpec, comp: _Companies, as_of: int, departure: np.ndarray
+) -> pa.Table:
+    """Deals created in the days after the as-of date, with the planted probability and outcome."""
+    per_account = rng.poisson(1.5 * FUTURE_DAYS / 730, comp.n_crm)
+    acct = np.repeat(np.arange(comp.n_crm, dtype=np.int64), per_account)
+    created = as_of + rng.integers(0, FUTURE_DAYS, len(acct))
+    p = _win_probability(spec, comp, acct, created, departure)
+    return pa.table(
+        {
+            "account_id": comp.account_id.take(pa.array(acct)),
+            "created_at": tx.dates(created),
+            "win_probability": pa.array(p, pa.float64()),
+            "won": pa.array(rng.random(len(acct)) < p),
+        }
+    )
 
 
 def _fit(spec: DemoSpec, comp: _Companies, acct: np.ndarray) -> np.ndarray:
@@ -422,7 +511,7 @@ def _write_owners(rng: np.random.Generator, sink: _Sink, count: int) -> pa.Array
 
 
 def _opportunities(
-    rng: np.random.Generator, spec: DemoSpec, comp: _Companies, as_of: int
+    rng: np.random.Generator, spec: DemoSpec, comp: _Companies, as_of: int, departure: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Deals per account (negative binomial, mean 1.5), outcome drawn from the planted model."""
     per_account = np.minimum(rng.negative_binomial(0.8, 0.8 / 2.3, comp.n_crm), 15)
@@ -433,7 +522,7 @@ def _opportunities(
     cycle = np.clip(np.rint(25 + 22 * np.log10(employees) + rng.normal(0, 20, m)), 20, 180)
     close = created + cycle.astype(np.int64)
     closed = close <= as_of - 1  # CRM dates stay strictly before as_of
-    p = _win_probability(spec, comp, acct, created)
+    p = _win_probability(spec, comp, acct, created, departure)
     won = closed & (rng.random(m) < p)
     stage = np.where(closed, np.where(won, 4, 5), rng.integers(0, 4, m))
     amount = np.exp(rng.normal(np.log(4000) + 0.45 * np.log(employees), 0.45))
@@ -625,15 +714,19 @@ def _write_firmographics(
     planted: dict[str, np.ndarray],
     crm_blank: np.ndarray,
     as_of: int,
+    adoption: np.ndarray | None = None,
 ) -> pa.Table:
-    """One observation 90-400 days old per covered company; a second one carries the planted
-    headcount growth (>= +25%) / tech change, or for others a < 5%, same-stack refresh."""
+    """One observation 740-1100 days old per covered company (before every deal, so deals are
+    described by what was known when they were created); a second one carries the planted
+    headcount growth (>= +25%) / tech change, or for others a < 5%, same-stack refresh. With
+    `adoption`, a customer's observation on its adoption day adds the leak technology, and so
+    does every later one."""
     total = comp.total
     growth, tech = planted["headcount_growth"], planted["tech_change"]
     covered = (rng.random(total) < 0.95) | growth | tech
     covered[: comp.n_crm] |= crm_blank  # the feed has to be able to fill CRM blanks
     first_idx = np.flatnonzero(covered)
-    first_day = as_of - rng.integers(90, 401, len(first_idx))
+    first_day = as_of - rng.integers(740, 1101, len(first_idx))
     first_day_all = np.zeros(total, dtype=np.int64)
     first_day_all[first_idx] = first_day
 
@@ -658,6 +751,17 @@ def _write_firmographics(
     emp = np.concatenate([comp.employees[first_idx], p_emp, n_emp])
     rev = np.concatenate([comp.revenue[first_idx], p_rev, n_rev]).astype(np.int64)
     mask = np.concatenate([comp.tech_mask[first_idx], p_mask, comp.tech_mask[n_idx]])
+    if adoption is not None:
+        a_idx = np.flatnonzero(adoption >= 0)
+        a_day = adoption[a_idx]
+        taken = np.isin(a_idx * 100_000 + a_day, idx * 100_000 + day)  # one observation per company and day
+        a_idx, a_day = a_idx[~taken], a_day[~taken]
+        idx, day = np.concatenate([idx, a_idx]), np.concatenate([day, a_day])
+        emp = np.concatenate([emp, comp.employees[a_idx]])
+        rev = np.concatenate([rev, comp.revenue[a_idx]])
+        mask = np.concatenate([mask, comp.tech_mask[a_idx]])
+        adopted_by = np.where(adoption[idx] >= 0, adoption[idx], np.iinfo(np.int64).max)
+        mask = np.where(day >= adopted_by, mask | (1 << _LEAK_BIT), mask).astype(np.int32)
     order = tx.chronological(rng, day)
     idx, day, emp, rev, mask = idx[order], day[order], emp[order], rev[order], mask[order]
 
@@ -787,7 +891,12 @@ def _write_postings(
 
 
 def _write_leadership(
-    rng: np.random.Generator, sink: _Sink, comp: _Companies, planted: np.ndarray, as_of: int
+    rng: np.random.Generator,
+    sink: _Sink,
+    comp: _Companies,
+    planted: np.ndarray,
+    as_of: int,
+    departure: np.ndarray | None = None,
 ) -> pa.Table:
     """Planted: an executive joined/promoted within 90 days. Noise that must not count:
     non-executives in the window, executives who left in the window, executives who joined long ago."""
@@ -812,6 +921,12 @@ def _write_leadership(
         parts_day.append(as_of - rng.integers(age_lo, age_hi + 1, len(idx)))
         parts_title.append(rng.integers(t_lo, t_hi, len(idx)))
         parts_change.append(np.array(changes)[rng.integers(0, len(changes), len(idx))])
+    if departure is not None:  # the planted CMO departures (the event trait)
+        left = np.flatnonzero(departure >= 0)
+        parts_idx.append(left)
+        parts_day.append(departure[left])
+        parts_title.append(np.full(len(left), titles.index(DEPARTURE_TITLE)))
+        parts_change.append(np.full(len(left), _LEFT))
     idx, day = np.concatenate(parts_idx), np.concatenate(parts_day)
     title, change = np.concatenate(parts_title), np.concatenate(parts_change)
     people = rng.integers(0, tx.PERSON_COMBOS, len(idx))

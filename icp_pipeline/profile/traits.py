@@ -561,8 +561,13 @@ class TraitInputs:
     def deal_traits(self, deals: pd.DataFrame) -> DealTraits:
         """Each deal (`opportunity_id`, `account_position`, `created_at`) as its account was when
         the deal was created; deals of no account are left out."""
-        placed = deals[deals[ACCOUNT_POSITION] >= 0]
-        rows = placed[ACCOUNT_POSITION].to_numpy(dtype=np.int64)
+        position = (
+            deals[ACCOUNT_POSITION].to_numpy(dtype=np.int64)
+            if ACCOUNT_POSITION in deals
+            else positions(deals["account_id"], self.accounts["account_id"])
+        )
+        placed = deals[position >= 0]
+        rows = position[position >= 0]
         at = seconds_of(placed["created_at"])
         traits, flags = self._describe(rows, at, pd.Index(placed["account_id"]), deals=True)
         return DealTraits(
