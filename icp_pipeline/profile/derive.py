@@ -29,6 +29,7 @@ from icp_pipeline.scoring.model import (
     PointsModel,
     account_scores,
     build_design,
+    distinct_rows,
     fit_logistic,
     no_signal_model,
     points_from_coefficients,
@@ -302,7 +303,8 @@ def derive_profile(
             )
         else:
             fit_design = build_design(learned.traits)
-            intercept, coefficients = fit_logistic(fit_design.matrix, closed_won, rules.l2)
+            rows, deals, wins = distinct_rows(fit_design.matrix, closed_won)
+            intercept, coefficients = fit_logistic(fit_design.matrix[rows], wins, rules.l2, trials=deals)
             model = points_from_coefficients(intercept, coefficients, fit_design)
         customers, evidence = evidence_run.result()
     evidence = evidence.merge(model.points[["trait", "value", "points"]], on=["trait", "value"], how="left")

@@ -74,7 +74,9 @@ class Evidence:
         a deal was created into does not depend on the date learning looks from."""
         key, inputs = self._prepared(config)
         if key not in self._deal_traits:
-            self._deal_traits[key] = inputs.deal_traits(self.opportunities)
+            # Only a deal with a close date can be a closed deal at any date learning looks from.
+            closed = self.opportunities[self.opportunities["closed_at"].notna().to_numpy()]
+            self._deal_traits[key] = inputs.deal_traits(closed)
         return self._deal_traits[key]
 
     def forget_dates(self, keep: dt.date | None = None) -> None:
