@@ -341,12 +341,12 @@ def derive_profile(
         )
         audit = audit_written_icp(config, evidence, learned.traits, closed_won)
     counts = learned.fallback_counts()
-    if counts["later_crm_version"] or counts["later_firmographics"]:
-        notes.append(
-            f"point in time: {counts['later_crm_version']:,} of {n_closed:,} deals described by a CRM "
-            f"version recorded after them, {counts['later_firmographics']:,} by a later firmographic "
-            "observation (no history reaches back that far)"
-        )
+    point_in_time = (
+        f"point in time: {n_closed:,} deals described as their account was when each was created; "
+        f"{counts['later_crm_version']:,} by a CRM version recorded after the deal, "
+        f"{counts['later_firmographics']:,} by a later firmographic observation (no history reaches "
+        "back that far)"
+    )
     criteria = evidence[evidence["verdict"].isin([MUST_HAVE, NICE_TO_HAVE, HARD_NO])]
     version = profile_version(
         {
@@ -370,7 +370,7 @@ def derive_profile(
         audit=audit,
         outcomes=outcomes,
         closed_deals=n_closed,
-        notes=notes + model.notes,
+        notes=notes + model.notes + ([point_in_time] if n_closed else []),
         point_in_time=counts,
     )
     return profile, design
