@@ -103,7 +103,8 @@ def test_tier_cutoffs_in_order_or_partly_set_load(tmp_path: Path) -> None:
         (
             'icp: {points: {"industy=Software": 20}}\n',
             "icp.points: 'industy=Software': unknown trait 'industy'; traits: industry, employee_band, "
-            "revenue_band, country, company_age_band, funding_stage, technology (more through icp.custom_columns)",
+            "revenue_band, country, company_age_band, funding_stage, recent_funding, leadership_change, hiring_trend, "
+            "headcount_trend, technology (more through icp.custom_columns)",
         ),
         (
             "icp: {points: {industry: 20}}\n",
@@ -112,7 +113,8 @@ def test_tier_cutoffs_in_order_or_partly_set_load(tmp_path: Path) -> None:
         (
             "icp: {written: {hard_no: [{trait: industri, values: [Government]}]}}\n",
             "icp.written: hard_no[0]: unknown trait 'industri'; traits: industry, employee_band, "
-            "revenue_band, country, company_age_band, funding_stage, technology (more through icp.custom_columns)",
+            "revenue_band, country, company_age_band, funding_stage, recent_funding, leadership_change, hiring_trend, "
+            "headcount_trend, technology (more through icp.custom_columns)",
         ),
         (
             "contracts: {max_bad_share: {acounts: 0.5}}\n",

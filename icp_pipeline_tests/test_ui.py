@@ -135,7 +135,8 @@ def test_an_icp_run_and_its_metadata_show_up_in_the_webserver(
     assert scores["dagster/row_count"] == 1500
     assert "| account_id" in scores["top_accounts"]
     validation = _metadata(port, ["icp", "score_validation"], run_id)
-    assert 0.5 < validation["auc"] <= 1.0 and validation["tier_a_lift"] > 1.0
+    assert 0.5 < validation["backtest_auc"] <= 1.0 and validation["backtest_tier_a_lift"] > 1.0
+    assert validation["backtest_auc_low"] < validation["backtest_auc"] and "holdout_auc" in validation
     drift = _metadata(port, ["icp", "drift_metrics"], run_id)
     assert isinstance(drift["flagged_metrics"], int) and "psi_fit_score" in drift
     staged = _metadata(port, ["staging", "accounts"], run_id)
