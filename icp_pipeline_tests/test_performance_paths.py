@@ -55,7 +55,7 @@ from icp_pipeline.resolve.match import build_account_index, match_feed
 from icp_pipeline.resolve.normalize import normalize_domain
 from icp_pipeline.scoring import model
 from icp_pipeline.scoring.assets import top_accounts
-from icp_pipeline.scoring.model import deal_counts, fit_logistic
+from icp_pipeline.scoring.model import distinct_rows, fit_logistic
 from icp_pipeline.triggers import detect
 from icp_pipeline.warehouse import replace_slice, replace_table, to_frame
 
@@ -599,22 +599,21 @@ def test_population_drift_of_categorical_traits_equals_that_of_their_text() -> N
 # --------------------------------------------------------------------------- logistic fit
 
 
-def test_fit_on_deal_counts_per_account_equals_the_fit_on_one_row_per_deal() -> None:
+def test_fit_on_distinct_rows_with_counts_equals_the_fit_on_one_row_per_deal() -> None:
     rng = np.random.default_rng(3)
     accounts, features = 400, 12
     design = sparse.random(accounts, features, density=0.3, format="csr", random_state=4)
     design.data[:] = 1.0
-    rows = np.concatenate([rng.integers(0, accounts, 1500), [-1, -1]])  # two deals of no account
+    rows = rng.integers(0, accounts, 1500)  # deals of one account share its row
     truth = 1 / (1 + np.exp(-(design @ rng.normal(0, 1.5, features) - 0.5)))
-    won = rng.random(len(rows)) < truth[np.maximum(rows, 0)]
-    known = rows >= 0
-    per_deal = fit_logistic(design[rows[known]], won[known], 2.0)
-    held, deals, wins = deal_counts(rows, won)
-    assert deals.sum() == known.sum() and wins.sum() == won[known].sum()
-    assert len(held) < known.sum()  # accounts with several deals are one row each
-    per_account = fit_logistic(design[held], wins, 2.0, trials=deals)
-    assert per_account[0] == pytest.approx(per_deal[0], abs=1e-6)
-    np.testing.assert_allclose(per_account[1], per_deal[1], atol=1e-6)
+    won = rng.random(len(rows)) < truth[rows]
+    per_deal = fit_logistic(design[rows], won, 2.0)
+    first, deals, wins = distinct_rows(design[rows], won)
+    assert deals.sum() == len(rows) and wins.sum() == won.sum()
+    assert len(first) <= accounts  # equal rows are one row each
+    grouped = fit_logistic(design[rows][first], wins, 2.0, trials=deals)
+    assert grouped[0] == pytest.approx(per_deal[0], abs=1e-6)
+    np.testing.assert_allclose(grouped[1], per_deal[1], atol=1e-6)
     assert np.abs(per_deal[1]).max() > 0.3  # the data has signal: the comparison is not of zeros
 
 

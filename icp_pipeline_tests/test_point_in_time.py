@@ -273,22 +273,3 @@ def test_timeline_answers_per_query_like_a_filter_and_sort() -> None:
         else:
             assert at_key == -1
     assert (last >= 0).sum() > 100 and (last == -1).sum() > 5
-
-
-def test_fitting_distinct_rows_with_counts_equals_fitting_every_deal() -> None:
-    from scipy import sparse
-
-    from icp_pipeline.scoring.model import distinct_rows, fit_logistic
-
-    rng = np.random.default_rng(3)
-    deals, features = 3000, 12
-    # Few distinct trait combinations, as deals of one account share theirs.
-    patterns = (rng.random((40, features)) < 0.3).astype(float)
-    matrix = sparse.csr_matrix(patterns[rng.integers(0, 40, deals)])
-    won = rng.random(deals) < 1 / (1 + np.exp(-(matrix @ rng.normal(0, 1, features) - 1)))
-    rows, trials, wins = distinct_rows(matrix, won)
-    assert len(rows) <= 40 and trials.sum() == deals and wins.sum() == won.sum()
-    every = fit_logistic(matrix, won, 2.0)
-    grouped = fit_logistic(matrix[rows], wins, 2.0, trials=trials)
-    assert abs(every[0] - grouped[0]) < 1e-4
-    np.testing.assert_allclose(every[1], grouped[1], atol=1e-4)

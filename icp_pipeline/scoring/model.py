@@ -216,20 +216,6 @@ def _block_loss(
     return float(np.sum(terms)), float(residual.sum()), x.T @ residual
 
 
-def deal_counts(rows: np.ndarray, won: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(design rows, deals, wins) of the rows holding deals (`rows`: each deal's row, -1: none).
-
-    Deals of one account share its design row; counting them lets the fit run on one row per
-    account (546k instead of 1.35M at a million accounts) with the same likelihood.
-    """
-    known = rows >= 0
-    size = int(rows.max()) + 1 if known.any() else 0
-    deals = np.bincount(rows[known], minlength=size)
-    wins = np.bincount(rows[known], weights=won[known].astype(float), minlength=size)
-    held = np.flatnonzero(deals)
-    return held, deals[held], wins[held]
-
-
 def distinct_rows(matrix: sparse.csr_matrix, won: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a row of each distinct row, how many rows are like it, how many of those won).
 
