@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -104,6 +105,19 @@ def test_the_demo_deals_are_mostly_described_without_fallback_and_the_count_is_k
     assert counts["later_firmographics"] < 0.05 * counts["deals"]
     assert 0 < counts["later_crm_version"] < counts["deals"]
     assert any("point in time" in note for note in profile.notes)
+
+
+def test_without_any_account_history_learning_runs_and_counts_every_deal(demo) -> None:
+    _, evidence, _ = demo
+    assert evidence.account_history is not None and len(evidence.account_history) == len(evidence.accounts)
+    bare = replace(evidence, account_history=None)
+    profile, _ = learn(bare, IcpConfig())
+    counts = profile.point_in_time
+    assert counts["later_crm_version"] == counts["deals"] == profile.closed_deals > 1000
+    assert any(
+        f"{counts['deals']:,} by a CRM version recorded after the deal" in note for note in profile.notes
+    )
+    assert profile.items(MUST_HAVE)["trait"].isin(["industry", "employee_band"]).sum() == 2
 
 
 def test_lookback_limits_learning_to_recent_deals(demo) -> None:
