@@ -48,6 +48,7 @@ from icp_pipeline.profile.traits import (
     TechnologyItems,
     TraitInputs,
     _last_per_group,
+    _technology_pairs,
     latest_observation,
 )
 from icp_pipeline.resolve import match
@@ -717,23 +718,24 @@ def test_latest_observation_per_account_from_the_timeline_equals_a_sort_per_date
     assert (latest >= 0).sum() > 300 and (expected == -1).sum() >= 5
 
 
-def test_technology_pairs_grouped_by_account_equal_the_pairs_sorted_per_date() -> None:
+def test_technology_pairs_of_observed_rows_equal_a_split_per_query() -> None:
     rng = np.random.default_rng(12)
     stacks = pd.Series(
         [";".join(rng.choice(list("ABCDEFG"), rng.integers(0, 4))) for _ in range(500)], dtype="str"
     )
-    account_of_row = rng.integers(0, 120, 500)
     items = TechnologyItems.split(stacks)
-    grouped = items.grouped_by(account_of_row)
-    assert not np.array_equal(grouped.row, items.row)  # the grouping reordered the pairs
-    owner_of_row = np.full(500, -1, dtype=np.int64)
-    observed = rng.choice(500, 100, replace=False)  # one observed row for each of 100 owners...
-    owner_of_row[observed] = np.argsort(np.argsort(account_of_row[observed], kind="stable"), kind="stable")
-    ids = pa.array([f"a{i}" for i in range(100)], pa.large_string())
-    pd.testing.assert_frame_equal(grouped.pairs(owner_of_row, ids), items.pairs(owner_of_row, ids))
-    shuffled = owner_of_row.copy()
-    shuffled[observed] = rng.permutation(100)  # ...or owners in any order: the sorting path
-    pd.testing.assert_frame_equal(grouped.pairs(shuffled, ids), items.pairs(shuffled, ids))
+    observed = rng.integers(-1, 500, 300)  # queries may share a feed row, or observe none (-1)
+    ids = pa.array([f"q{i}" for i in range(300)], pa.large_string())
+    pairs = _technology_pairs(items, len(stacks), observed, ids)
+    expected = [
+        (f"q{query}", technology)
+        for query, row in enumerate(observed)
+        if row >= 0
+        for technology in dict.fromkeys(t.strip() for t in stacks[row].split(";") if t.strip())
+    ]
+    got = list(zip(pairs["account_id"], pairs["technology"].astype("str"), strict=True))
+    assert got == expected and len(expected) > 300
+    assert pairs["account_row"].tolist() == [int(q[1:]) for q, _ in expected]
 
 
 # --------------------------------------------------------------------------- triggers

@@ -87,16 +87,22 @@ class EventInputs:
             inputs.funding_type = codes, [str(name) for name in names]
         if leadership_changes is not None and len(leadership_changes):
             changes = leadership_changes
-            role = _role(title_level(changes["title"]), title_function(changes["title"]))
-            change = changes["change_type"].astype("str").str.strip().str.lower()
+            # Titles and change types repeat: each distinct pair is parsed once, not once per row.
+            pair_codes, pairs = pd.factorize(
+                changes["title"].astype("str") + "\x1f" + changes["change_type"].astype("str")
+            )
+            title = pd.Series(pairs.str.split("\x1f").str[0], dtype="str")
+            change = pd.Series(pairs.str.split("\x1f").str[1], dtype="str").str.strip().str.lower()
+            role = _role(title_level(title), title_function(title))
             change = change.map({"joined": "joined", "promoted": "joined", "left": "left"})
-            event = (role + " " + change).where(role.notna() & change.notna())
+            event_of_pair = (role + " " + change).where(role.notna() & change.notna())
+            codes, names = pd.factorize(event_of_pair)  # -1: not an executive who joined or left
+            event = np.where(pair_codes >= 0, np.append(codes, -1)[pair_codes], -1)
             account = positions(changes["account_id"], account_ids)
-            account = np.where(event.notna().to_numpy(), account, -1)  # non-executives are no event
+            account = np.where(event >= 0, account, -1)  # non-executives are no event
             inputs.leadership_seconds = seconds_of(changes["effective_at"])
             inputs.leadership = Timeline.of(account, inputs.leadership_seconds)
-            codes, names = pd.factorize(event)
-            inputs.leadership_event = codes, [str(name) for name in names]
+            inputs.leadership_event = event, [str(name) for name in names]
         if job_postings is not None and len(job_postings):
             account = positions(job_postings["account_id"], account_ids)
             inputs.postings = Timeline.of(account, seconds_of(job_postings["posted_at"]))
