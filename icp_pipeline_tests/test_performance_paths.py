@@ -725,7 +725,7 @@ def test_technology_pairs_of_observed_rows_equal_a_split_per_query() -> None:
     )
     items = TechnologyItems.split(stacks)
     observed = rng.integers(-1, 500, 300)  # queries may share a feed row, or observe none (-1)
-    ids = pa.array([f"q{i}" for i in range(300)], pa.large_string())
+    ids = pd.Index([f"q{i}" for i in range(300)], dtype="str")
     pairs = _technology_pairs(items, len(stacks), observed, ids)
     expected = [
         (f"q{query}", technology)

@@ -287,3 +287,14 @@ def test_timeline_answers_per_query_like_a_filter_and_sort() -> None:
         else:
             assert at_key == -1
     assert (last >= 0).sum() > 100 and (last == -1).sum() > 5
+
+
+def test_deals_are_found_by_index_label_and_by_id_when_the_labels_are_of_another_frame() -> None:
+    inputs = TraitInputs.prepare(_accounts(employees=100))
+    deals = _deals().set_axis([10, 20])
+    described = inputs.deal_traits(deals)
+    assert described.rows_of(deals).tolist() == [0, 1]
+    other = deals.iloc[::-1].reset_index(drop=True)  # labels 0, 1: not the ones described
+    assert described.rows_of(other).tolist() == [1, 0]
+    swapped = deals.assign(opportunity_id=pd.Series(["O2", "O1"], dtype="str", index=deals.index))
+    assert described.rows_of(swapped).tolist() == [1, 0]  # same labels, other deals: by id

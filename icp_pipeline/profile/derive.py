@@ -260,7 +260,7 @@ def learning_deals(
     start = pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=1) - pd.DateOffset(months=lookback_months)
     recent = (outcomes["created_at"] >= start).to_numpy()
     closed = outcomes["closed"].to_numpy(dtype=bool) & recent
-    rows = positions(outcomes["opportunity_id"], deal_traits.opportunity_ids)
+    rows = deal_traits.rows_of(outcomes)
     learned = np.flatnonzero(closed & (rows >= 0))
     return deal_traits.take(rows[learned]), outcomes["won"].to_numpy(dtype=bool)[learned]
 

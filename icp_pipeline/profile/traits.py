@@ -274,18 +274,20 @@ def _no_technologies() -> pd.DataFrame:
 
 
 def _technology_pairs(
-    items: TechnologyItems, feed_rows: int, observed_rows: np.ndarray, ids: pa.Array
+    items: TechnologyItems, feed_rows: int, observed_rows: np.ndarray, ids: pd.Index
 ) -> pd.DataFrame:
     """(account_id, technology, account_row) of each query's observed feed row (-1: none), in query
     order, then in stack order; a feed row observed by several queries gives each its pairs.
-    `items` come in feed row order (as `TechnologyItems.split` makes them)."""
+    `items` come in feed row order (as `TechnologyItems.split` makes them). The account ids are a
+    categorical: millions of pairs share a million ids, and copying the text took seconds."""
     start = items.row_starts(feed_rows)
     seen = np.flatnonzero(observed_rows >= 0)
     query, taken = _ranges(start[observed_rows[seen]], np.diff(start)[observed_rows[seen]])
     query = seen[query]
+    id_codes, id_names = pd.factorize(ids)
     return pd.DataFrame(
         {
-            "account_id": pd.Series(pd.array(ids.take(query), dtype="str"), copy=False),
+            "account_id": pd.Categorical.from_codes(id_codes[query], categories=id_names),
             TECHNOLOGY: pd.Categorical.from_codes(items.code[taken], categories=items.categories),
             ACCOUNT_ROW: query.astype(np.int64),
         }
@@ -307,6 +309,27 @@ class DealTraits:
     later_crm: np.ndarray
     later_firmographics: np.ndarray
     no_technologies: np.ndarray
+    # Each deal's index label in the frame it was described from (lets a caller holding that
+    # frame's rows find the deals by integers, see `rows_of`).
+    labels: np.ndarray | None = None
+
+    def rows_of(self, deals: pd.DataFrame) -> np.ndarray:
+        """Each of `deals`' row in these deal traits (-1: not described): by index label where the
+        labels are those of the same frame (checked on the ids), else by opportunity id."""
+        if self.labels is not None and len(self.labels) and pd.api.types.is_integer_dtype(deals.index):
+            index = deals.index.to_numpy()
+            size = int(max(self.labels.max(), index.max(initial=-1))) + 1
+            if index.min(initial=0) >= 0 and size <= 4 * max(len(index), len(self.labels)):
+                row_of_label = np.full(size, -1, dtype=np.int64)
+                row_of_label[self.labels] = np.arange(len(self.labels))
+                rows = row_of_label[index]
+                found = rows >= 0
+                theirs = pa.array(deals["opportunity_id"].array).filter(pa.array(found))
+                mine = pa.array(self.opportunity_ids.array).take(pa.array(rows[found]))
+                same = pc.equal(theirs.cast(pa.large_string()), mine.cast(pa.large_string()))
+                if pc.all(same).as_py() is not False:
+                    return rows
+        return positions(deals["opportunity_id"], self.opportunity_ids)
 
     def take(self, rows: np.ndarray) -> DealTraits:
         """The deals at `rows` (positions), in that order."""
@@ -316,6 +339,7 @@ class DealTraits:
             self.later_crm[rows],
             self.later_firmographics[rows],
             self.no_technologies[rows],
+            None if self.labels is None else self.labels[rows],
         )
 
     @classmethod
@@ -326,7 +350,8 @@ class DealTraits:
         placed = np.flatnonzero(rows >= 0)
         none = np.zeros(len(placed), dtype=bool)
         ids = deals["opportunity_id"].iloc[placed].reset_index(drop=True)
-        return cls(ids, traits.take(rows[placed]), none, none, none.copy())
+        labels = deals.index.to_numpy()[placed] if pd.api.types.is_integer_dtype(deals.index) else None
+        return cls(ids, traits.take(rows[placed]), none, none, none.copy(), labels)
 
     def fallback_counts(self) -> dict[str, int]:
         return {
@@ -466,8 +491,6 @@ class TraitInputs:
         employees = crm["employee_count"].astype("Float64")
         revenue = crm["annual_revenue"].astype("Float64")
         founded = pd.Series(np.nan, index=index, dtype="Float64")
-        ids_arrow = pa.array(ids.astype("str").array, type=pa.large_string())
-        ids_arrow = ids_arrow.combine_chunks() if isinstance(ids_arrow, pa.ChunkedArray) else ids_arrow
         technologies = _no_technologies()
         later_firmographics = np.zeros(n, dtype=bool)
         observed = np.full(n, -1, dtype=np.int64)
@@ -485,9 +508,7 @@ class TraitInputs:
             country = country.fillna(seen["country"])
             founded = seen["founded_year"].astype("Float64")
             if self.technologies is not None:
-                technologies = _technology_pairs(
-                    self.technologies, len(self.firmographics), observed, ids_arrow
-                )
+                technologies = _technology_pairs(self.technologies, len(self.firmographics), observed, ids)
             sources["firmographics"] = "latest observation at the moment described"
         moments = np.clip(np.atleast_1d(np.asarray(at, dtype=np.int64)), ORIGIN, LAST_SECOND)
         year = pd.to_datetime(moments, unit="s").year.to_numpy()
@@ -549,9 +570,13 @@ class TraitInputs:
             if ACCOUNT_POSITION in deals
             else positions(deals["account_id"], self.accounts["account_id"])
         )
-        placed = deals[position >= 0]
-        rows = position[position >= 0]
-        at = seconds_of(placed["created_at"])
+        moment = seconds_of(deals["created_at"])
+        # In (account, moment) order, every timeline is asked in key order: numpy's binary search
+        # starts from the last answer then, several times faster than for queries in any order.
+        placed_rows = np.flatnonzero(position >= 0)
+        placed_rows = placed_rows[np.lexsort((moment[placed_rows], position[placed_rows]))]
+        placed = deals.iloc[placed_rows]
+        rows, at = position[placed_rows], moment[placed_rows]
         traits, flags = self._describe(rows, at, pd.Index(placed["account_id"]), deals=True)
         return DealTraits(
             placed["opportunity_id"].reset_index(drop=True),
@@ -559,6 +584,7 @@ class TraitInputs:
             flags["later_crm"],
             flags["later_firmographics"],
             flags["no_technologies"],
+            placed.index.to_numpy() if pd.api.types.is_integer_dtype(placed.index) else None,
         )
 
 

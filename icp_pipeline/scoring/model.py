@@ -221,15 +221,16 @@ def distinct_rows(matrix: sparse.csr_matrix, won: np.ndarray) -> tuple[np.ndarra
 
     Deals of one account created months apart usually have the same traits: fitting one row per
     distinct row with its counts (a binomial likelihood) is the same objective on fewer rows.
-    Rows are told apart by two random projections; equal rows give equal sums bit for bit, since
-    a canonical CSR row adds its entries in column order.
+    Rows are told apart by a random projection: equal rows give equal sums bit for bit (a
+    canonical CSR row adds its entries in column order), and two different rows of ones summing
+    to the same 53-bit random sum is as good as impossible.
     """
-    rng = np.random.default_rng(0)
-    keys = matrix @ rng.random((matrix.shape[1], 2))
-    _, first, group = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    group = group.ravel()
-    trials = np.bincount(group, minlength=len(first))
-    wins = np.bincount(group, weights=won.astype(np.float64), minlength=len(first))
+    keys = matrix @ np.random.default_rng(0).random(matrix.shape[1])
+    group, distinct = pd.factorize(keys)  # a hash of the sums: sorting a million rows took a second
+    first = np.zeros(len(distinct), dtype=np.int64)
+    first[group[::-1]] = np.arange(len(group) - 1, -1, -1)  # the last write is the first occurrence
+    trials = np.bincount(group, minlength=len(distinct))
+    wins = np.bincount(group, weights=won.astype(np.float64), minlength=len(distinct))
     return first, trials, wins
 
 
