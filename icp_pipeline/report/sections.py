@@ -197,8 +197,8 @@ def _holdout_line(holdout: ScoreData) -> str:
     return (
         f"Beside it, the time-split holdout (re-learned from deals closed by {holdout.split_date}, tested on the "
         f"{fmt.count(values.get('test_deals'))} deals closed after) gives an AUC of {fmt.decimal(values['auc'])} "
-        f"and a tier-A lift of {fmt.ratio(values.get('tier_a_lift', float('nan')))}; it scores deals created "
-        "before the split with what was known at the split, so it reads better than the backtest."
+        f"and a tier-A lift of {fmt.ratio(values.get('tier_a_lift', float('nan')))}; it also judges deals "
+        "created before the split, some of them with what their account became while they were open."
     )
 
 
