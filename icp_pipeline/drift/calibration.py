@@ -152,7 +152,9 @@ def calibration_table(
 
 def calibration_findings(table: pd.DataFrame) -> list[str]:
     """The ICP traits that stopped lifting and the outside traits that now win, strongest first."""
-    significant = table[table["significant"]].sort_values("change_p")
+    if table.empty:
+        return []
+    significant = table[table["significant"].astype(bool)].sort_values("change_p")
     stopped = significant[
         (significant["kind"] == MUST_HAVE) & (significant["observed"] < significant["predicted"])
     ]

@@ -455,9 +455,9 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
         rules.false_alarm_rate / 3,
     )
     name = f"last_{max(windows)}_months" if windows else "monitored"
-    for item in calibration[(calibration["kind"] != "other") | calibration["significant"]].itertuples(
-        index=False
-    ):
+    for item in calibration[
+        ((calibration["kind"] != "other") | calibration["significant"]).astype(bool)
+    ].itertuples(index=False):
         add(
             name,
             "calibration",

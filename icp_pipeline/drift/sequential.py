@@ -124,13 +124,20 @@ def cusum_path(
 def tier_counts(closed: pd.DataFrame, month: pd.Series) -> pd.DataFrame:
     """Closed deals and wins per month (a label per deal in `month`) and tier, wide."""
     frame = pd.DataFrame(
-        {"month": month.to_numpy(), "tier": closed["tier"].astype("str").to_numpy(), "won": closed["won"]}
+        {
+            "month": month.to_numpy(),
+            "tier": closed["tier"].astype("str").to_numpy(),
+            "won": closed["won"].to_numpy(),
+        }
     )
-    grouped = frame.groupby(["month", "tier"])["won"].agg(["size", "sum"]).unstack("tier", fill_value=0)
-    wide = pd.DataFrame(index=grouped.index)
+    frame["won"] = frame["won"].astype(np.int64)
+    deals = pd.crosstab(frame["month"], frame["tier"]).reindex(columns=list(TIERS), fill_value=0)
+    wins = frame.pivot_table(index="month", columns="tier", values="won", aggfunc="sum", fill_value=0)
+    wins = wins.reindex(index=deals.index, columns=list(TIERS), fill_value=0)
+    wide = pd.DataFrame(index=deals.index.rename("month"))
     for tier in TIERS:
-        wide[f"deals_{tier}"] = grouped["size"].get(tier, 0)
-        wide[f"wins_{tier}"] = grouped["sum"].get(tier, 0)
+        wide[f"deals_{tier}"] = deals[tier]
+        wide[f"wins_{tier}"] = wins[tier]
     return wide.fillna(0).astype(np.int64).reset_index()
 
 
