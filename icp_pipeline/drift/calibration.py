@@ -61,6 +61,48 @@ def group_sums(deals: pd.DataFrame, p0: pd.Series, traits: AccountTraits) -> pd.
     return pd.concat([tier_table, per_value], ignore_index=True)
 
 
+def monthly_trait_sums(
+    deals: pd.DataFrame, months: pd.Series, p0: pd.Series, traits: AccountTraits
+) -> pd.DataFrame:
+    """`group_sums` of each month's deals for trait values only (month, trait, value, size, wins,
+    exp, var), counted in one pass over the traits: one `trait_value_sums` call per month cost a
+    second at 100,000 accounts."""
+    expected = deals["tier"].astype("str").map(p0).to_numpy(dtype=float)
+    won = deals["won"].to_numpy(dtype=float)
+    labels = months.to_numpy()
+    rows = traits.rows_of(deals)
+    weights: dict[str, np.ndarray] = {}
+    distinct = sorted(set(labels))
+    for month in distinct:
+        chosen = labels == month
+        scale = won[chosen].sum() / expected[chosen].sum() if expected[chosen].sum() else 1.0
+        month_expected = np.where(chosen, np.clip(expected * scale, 1e-6, 1 - 1e-6), 0.0)
+        found = np.where(chosen, rows, -1)
+        for name, values in (
+            ("size", chosen.astype(float)),
+            ("wins", won * chosen),
+            ("exp", month_expected),
+            ("var", month_expected * (1 - month_expected)),
+        ):
+            weights[f"{name}|{month}"] = _row_sums(traits, found, values)
+    if not weights:
+        return pd.DataFrame(columns=["month", "trait", "value", "size", "wins", "exp", "var"])
+    wide = trait_value_sums(traits, weights).drop(columns="accounts_with")
+    wide["trait"] = wide["trait"].astype("str")
+    long = wide.melt(id_vars=["trait", "value"], var_name="key", value_name="amount")
+    long[["name", "month"]] = long["key"].str.split("|", n=1, expand=True)
+    table = long.pivot_table(
+        index=["month", "trait", "value"], columns="name", values="amount", aggfunc="first"
+    )
+    return table.reset_index()[["month", "trait", "value", "size", "wins", "exp", "var"]]
+
+
+def _row_sums(traits: AccountTraits, found: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per row of `traits.accounts`, the sum of `values` over the deals placed there (`found`)."""
+    named = found >= 0
+    return np.bincount(found[named], weights=values[named], minlength=len(traits.accounts))
+
+
 def kinds_and_labels(table: pd.DataFrame, profile_evidence: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     """Per (trait, value) row: tier, must_have, nice_to_have, hard_no or other (not in the profile),
     and its readable label."""

@@ -34,6 +34,7 @@ from icp_pipeline.drift.calibration import (
     early_estimate,
     group_sums,
     kinds_and_labels,
+    monthly_trait_sums,
 )
 from icp_pipeline.drift.sequential import (
     benjamini_hochberg,
@@ -620,15 +621,9 @@ def _trait_sequential(
     every trait value tested)."""
     reference = group_sums(reference_deals, p0, traits_then)
     reference = reference[(reference["trait"] != "tier") & (reference["size"] >= 20)]
-    monthly = []
-    for month in months:
-        cohort = monitored[(labels == month).to_numpy()]
-        if len(cohort):
-            sums = group_sums(cohort, p0, traits_now)
-            monthly.append(sums[sums["trait"] != "tier"].assign(month=month))
-    if not monthly or reference.empty:
+    monthly_sums = monthly_trait_sums(monitored, labels, p0, traits_now)
+    if monthly_sums.empty or reference.empty:
         return []
-    monthly_sums = pd.concat(monthly, ignore_index=True)
     kinds, _ = kinds_and_labels(reference, profile_evidence)
     # One side per trait value: an ICP trait that stops lifting, a hard no or an outside trait that wins.
     sides = pd.Series(

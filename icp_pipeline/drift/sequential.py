@@ -145,6 +145,21 @@ TRAIT_RATIO_UNDER_DRIFT = 2.0  # the alternative: the trait's win rate doubles (
 TRAIT_SIMULATIONS = 20_000
 
 
+TAIL_START = 0.01
+
+
+def tail_quantile(peaks: np.ndarray, level: float) -> np.ndarray:
+    """Per column, the value exceeded with probability `level`. Below 1% the raw quantile rests on a
+    handful of draws, so the tail beyond the 99th percentile is fitted as exponential (a generalised
+    Pareto tail of shape 0, the usual one for CUSUM maxima) and extrapolated."""
+    if level >= TAIL_START:
+        return np.quantile(peaks, 1 - level, axis=0)
+    start = np.quantile(peaks, 1 - TAIL_START, axis=0)
+    excess = np.where(peaks > start, peaks - start, np.nan)
+    mean_excess = np.nanmean(np.where(np.isnan(excess).all(axis=0), 0.0, excess), axis=0)
+    return start + np.log(TAIL_START / level) * np.maximum(mean_excess, 1e-9)
+
+
 def trait_cusum(
     monthly: pd.DataFrame, reference: pd.DataFrame, sides: pd.Series, level: float, seed: int = 0
 ) -> pd.DataFrame:
@@ -157,7 +172,7 @@ def trait_cusum(
     won more than its tier is no drift. `sides`: +1 (watch for the rate doubling) or -1 (halving)
     per (trait, value). The threshold h of each trait value is the (1 - level) quantile of its
     largest in-control statistic over the months, simulated from its own monthly counts with r
-    redrawn from its uncertainty. Returns per trait value: months, path, threshold, and per month
+    redrawn from its uncertainty (tail beyond the 99th percentile extrapolated, `tail_quantile`). Returns per trait value: months, path, threshold, and per month
     deals, wins, expected."""
     ref = reference.assign(
         ratio=(reference["wins"] + 5) / (reference["exp"] + 5),
@@ -199,7 +214,7 @@ def trait_cusum(
     rng = np.random.default_rng(seed)
     drawn = np.exp(rng.normal(0, ratio_sd / ratio, size=(TRAIT_SIMULATIONS, len(keys))))
     simulated = rng.binomial(deals.astype(np.int64)[None], np.clip(p0[None] * drawn[:, :, None], 0, 1))
-    threshold = np.quantile(paths(simulated).max(axis=2), 1 - level, axis=0)
+    threshold = tail_quantile(paths(simulated).max(axis=2), level)
     return keys.assign(
         months=[months] * len(keys),
         path=list(observed),
