@@ -363,6 +363,9 @@ class DriftConfig(_Section):
     min_tier_a_lift: float = Field(default=1.5, gt=0)
     psi_watch: float = Field(default=0.1, ge=0)
     psi_flag: float = Field(default=0.2, ge=0, validate_default=True)
+    false_alarm_rate: float = Field(default=0.05, gt=0, lt=1)
+    window_months: list[int] = Field(default_factory=lambda: [3, 6])
+    max_detectable_drop: float = Field(default=0.10, gt=0, le=1)
 
     @field_validator("psi_flag")
     @classmethod

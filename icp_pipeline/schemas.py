@@ -69,6 +69,10 @@ OUTPUT_SCHEMAS: dict[str, dict[str, str]] = {
         "reference_date": DATE,
         "profile_version": TEXT,
         "notified": TEXT,
+        "first_flagged": DATE,
+        "evidence": TEXT,
+        "findings": TEXT,
+        "judgeable": BOOL,
     },
     "drift_metrics": {
         "as_of": DATE,

@@ -122,7 +122,9 @@ def test_drift_asset_records_history_and_notifies_ops_once_per_change(drifted) -
         flags = con.execute("select * from icp.drift_flags").df()
         flagged_rows = con.execute("select count(*) from icp.drift_metrics where flagged").fetchall()[0][0]
     assert len(flags) == 1 and bool(flags["flagged"].iloc[0])
+    assert pd.Timestamp(flags["first_flagged"].iloc[0]).date() == AS_OF and flags["evidence"].iloc[0]
     assert flagged_rows >= 1
     outbox = (warehouse.parent / "outbox" / "alerts.jsonl").read_text().splitlines()
     notices = [line for line in outbox if '"ops_notice"' in line]
     assert len(notices) == 1 and "Healthcare" in notices[0]
+    assert "Finding: " in notices[0] and "Evidence: " in notices[0] and "Recommendation: " in notices[0]

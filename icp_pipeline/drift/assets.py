@@ -8,7 +8,7 @@ import pandas as pd
 
 from icp_pipeline.alerts.assets import build_channels
 from icp_pipeline.alerts.channels import AlertMessage
-from icp_pipeline.drift.metrics import drift_metrics
+from icp_pipeline.drift.metrics import DriftReport, drift_metrics
 from icp_pipeline.ops.notices import ops_notice
 from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.profile.learn import run_evidence
@@ -24,6 +24,36 @@ def ops_message(as_of: dt.date, flagged: bool, text: str) -> AlertMessage:
     """An operations notice through the alert channels (addressed to the team, not a rep)."""
     state = "flagged" if flagged else "cleared"
     return ops_notice(f"drift|{as_of}|{state}", f"ICP drift {state}", text, as_of.isoformat(), flagged)
+
+
+def first_flagged(flags: pd.DataFrame | None, as_of: dt.date, flagged: bool) -> dt.date | None:
+    """When the current run of flagged nights began: the detection date the report shows."""
+    if not flagged:
+        return None
+    if flags is None or flags.empty:
+        return as_of
+    known = flags[pd.to_datetime(flags["as_of"]).dt.date < as_of].sort_values("as_of")
+    if known.empty or not bool(known["flagged"].iloc[-1]):
+        return as_of
+    cleared = known[~known["flagged"].astype(bool)]
+    run = (
+        known[pd.to_datetime(known["as_of"]) > pd.to_datetime(cleared["as_of"]).max()]
+        if len(cleared)
+        else known
+    )
+    return pd.Timestamp(run["as_of"].iloc[0]).date()
+
+
+def notice_text(as_of: dt.date, report: DriftReport) -> str:
+    """Finding, evidence and recommendation in one ops message."""
+    if not report.flagged:
+        return f"ICP drift cleared as of {as_of}: recent deals win as the reference profile predicts again."
+    findings = "; ".join(report.findings) or "no single trait explains it"
+    return (
+        f"ICP drift flagged as of {as_of}: {report.reason}. Finding: {findings}. "
+        f"Evidence: {report.evidence or 'see icp.drift_metrics'}. "
+        f"Recommendation: {report.recommendation or 're-derive the profile'}."
+    )
 
 
 def previous_state(flags: pd.DataFrame | None, as_of: dt.date) -> bool:
@@ -42,12 +72,19 @@ def previous_state(flags: pd.DataFrame | None, as_of: dt.date) -> bool:
     backfill_policy=nightly_backfill,
     description=(
         "One row per metric per monthly cohort per as-of date: cohort AUC, tier-A lift, win rate and A+B capture "
-        "against the reference profile, PSI and JS distance of features and fit score, ICP coverage of new "
-        "pipeline, and what moved. icp.drift_flags keeps the flag state per as-of date."
+        "against the reference profile, pooled 3- and 6-month windows, CUSUMs (tiers and per trait), calibration "
+        "by tier and trait, early estimates of immature cohorts, PSI and JS distance of features and fit score, "
+        "ICP coverage of new pipeline, and what moved. icp.drift_flags keeps the flag state per as-of date "
+        "with when it was first raised and its evidence."
     ),
     check_specs=[
         dg.AssetCheckSpec(
-            STILL_PREDICTS, asset=DRIFT, description="No cohort's AUC fell significantly below the reference."
+            STILL_PREDICTS,
+            asset=DRIFT,
+            description=(
+                "No cohort, pooled window or sequential test says the ICP stopped predicting wins "
+                "(false alarms controlled at drift.false_alarm_rate)."
+            ),
         )
     ],
 )
@@ -62,11 +99,7 @@ def drift_metrics_asset(context: dg.AssetExecutionContext, icp: IcpSettings) -> 
     was_flagged = previous_state(flags, as_of)
     notified = ""
     if report.flagged != was_flagged:
-        text = (
-            f"ICP drift flagged as of {as_of}: {report.reason}. Recommendation: {report.recommendation}."
-            if report.flagged
-            else f"ICP drift cleared as of {as_of}: recent cohorts predict wins like the reference again."
-        )
+        text = notice_text(as_of, report)
         channels = build_channels(config, icp.warehouse_path().parent / "outbox", context.log)
         results = {
             name: channel.send(ops_message(as_of, report.flagged, text)) for name, channel in channels.items()
@@ -83,6 +116,10 @@ def drift_metrics_asset(context: dg.AssetExecutionContext, icp: IcpSettings) -> 
                 "reference_date": report.reference_date,
                 "profile_version": report.profile_version,
                 "notified": notified,
+                "first_flagged": first_flagged(flags, as_of, report.flagged),
+                "evidence": report.evidence,
+                "findings": "\n".join(report.findings),
+                "judgeable": report.judgeable,
             }
         ]
     )
@@ -125,5 +162,7 @@ def drift_metrics_asset(context: dg.AssetExecutionContext, icp: IcpSettings) -> 
                 cohorts[["cohort", "value", "reference", "flagged", "n", "note"]].to_markdown(index=False)
             ),
             "ops_notified": notified or "no change of flag state",
+            "judgeable": report.judgeable,
+            "findings": dg.MetadataValue.md("\n".join(f"- {f}" for f in report.findings) or "(none)"),
         }
     )

@@ -3,21 +3,47 @@
 The reference profile is learned as of `reference_date = as_of - reference_months` from the
 deals closed by then. Each later monthly cohort (opportunities *created* that month, judged by
 those closed by the as-of date) is scored with that reference profile, so a cohort's deals are
-judged by the fit their account had before they were created. A cohort is flagged only when
-its AUC is significantly below the reference AUC (Hanley-McNeil standard errors) and by at
-least `min_auc_drop`; cohorts below the minimum sample are reported as insufficient data.
+judged by the fit their account had before they were created. Cohorts below the minimum sample
+are reported as insufficient data.
+
+A few thousand accounts give each cohort too few deals to show a moderate loss of fit, so
+pooled windows, a tier CUSUM and per-trait CUSUMs run beside the cohorts (`sequential.py`), with
+calibration by tier and trait and early estimates for immature cohorts (`calibration.py`). The
+flag is raised by: a cohort or window AUC below the reference (Benjamini-Hochberg over all of
+them at false_alarm_rate / 3, and by at least `min_auc_drop`), the tier CUSUM above its threshold
+(false_alarm_rate / 3), or a trait CUSUM above its threshold (false_alarm_rate / 3, Bonferroni
+over trait values). When the widest window cannot show an AUC drop of `max_detectable_drop`, a
+`too_little_data` verdict row says so.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from icp_pipeline.config import DriftConfig, IcpConfig
+from icp_pipeline.drift.calibration import (
+    calibration_findings,
+    calibration_table,
+    close_probability,
+    early_estimate,
+    group_sums,
+    kinds_and_labels,
+    monthly_trait_sums,
+)
+from icp_pipeline.drift.sequential import (
+    benjamini_hochberg,
+    cusum_path,
+    one_sided_p,
+    tier_counts,
+    tier_reference,
+    trait_cusum,
+)
 from icp_pipeline.frames import isin
 from icp_pipeline.profile.derive import derive_profile, trait_label
 from icp_pipeline.profile.events import EVENT_TRAITS
@@ -51,6 +77,10 @@ class DriftReport:
     recommendation: str
     reference_date: dt.date
     profile_version: str
+    findings: list[str] = field(default_factory=list)
+    evidence: str = ""
+    judgeable: bool = True
+    calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def auc_standard_error(value: float, positives: int, negatives: int) -> float:
@@ -202,7 +232,7 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
         ]
         reference_deals = scored_deals(reference_deals, scores, traits_then)
         reference = _performance(reference_deals)
-        holdout, _ = holdout_run.result()
+        holdout, holdout_scored = holdout_run.result()
     # The reference profile has seen its own deals; judge cohorts against its out-of-sample AUC.
     holdout_values = holdout.set_index("metric")["value"]
     if "auc" in holdout_values and pd.notna(holdout_values["auc"]):
@@ -250,7 +280,8 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
     )
     flagged_cohorts: list[str] = []
     current_frames: list[pd.DataFrame] = []
-    flagged_frames: list[pd.DataFrame] = []
+    tests: list[tuple[dict[str, object], float, float, str, pd.DataFrame]] = []
+    early: list[tuple[str, pd.DataFrame, int]] = []
     month = start
     end = pd.Timestamp(as_of, tz="UTC")
     while month <= end:
@@ -293,20 +324,22 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
                 int(perf["n"]),
                 f"insufficient data: {why}",
             )
+            if closed_share < rules.min_closed_share and len(closed):
+                early.append((label, closed, len(cohort)))
         else:
             gap = reference["auc"] - perf["auc"]
             combined_se = float(np.sqrt(reference["auc_se"] ** 2 + perf["auc_se"] ** 2))
-            is_flagged = bool(gap >= rules.min_auc_drop and gap > 1.96 * combined_se)
             add(
                 label,
                 "auc",
                 perf["auc"],
                 reference["auc"],
-                reference["auc"] - max(rules.min_auc_drop, 1.96 * combined_se),
-                is_flagged,
+                reference["auc"] - rules.min_auc_drop,
+                False,
                 int(perf["n"]),
                 f"95% CI {perf['auc'] - 1.96 * perf['auc_se']:.2f}-{perf['auc'] + 1.96 * perf['auc_se']:.2f}",
             )
+            tests.append((rows[-1], one_sided_p(gap, combined_se), gap, label, closed))
             add(
                 label,
                 "tier_a_lift",
@@ -326,15 +359,175 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
                 False,
                 int(perf["n"]),
             )
-            if is_flagged:
-                flagged_cohorts.append(label)
-                flagged_frames.append(closed)
         month = nxt
+    monitored = deals[(created >= start) & deals["closed"]]
+    windows: dict[int, pd.DataFrame] = {}
+    smallest_drop = np.nan
+    for months in sorted(set(rules.window_months)):
+        since = end - pd.DateOffset(months=months)
+        window = monitored[monitored["created_at"] > since]
+        windows[months] = window
+        perf = _performance(window)
+        name = f"last_{months}_months"
+        combined_se = float(np.sqrt(reference["auc_se"] ** 2 + perf["auc_se"] ** 2))
+        note = f"pooled: {perf['n']:,} closed deals created after {since.date()}, {perf['wins']:,} wins"
+        if np.isfinite(combined_se) and perf["n"] >= rules.min_cohort_deals:
+            detectable = (1.96 + 0.84) * combined_se
+            smallest_drop = detectable if months == max(rules.window_months) else smallest_drop
+            add(
+                name,
+                "auc",
+                perf["auc"],
+                reference["auc"],
+                reference["auc"] - rules.min_auc_drop,
+                False,
+                int(perf["n"]),
+                f"{note}; 95% CI {perf['auc'] - 1.96 * perf['auc_se']:.2f}-{perf['auc'] + 1.96 * perf['auc_se']:.2f}",
+            )
+            gap = reference["auc"] - perf["auc"]
+            tests.append((rows[-1], one_sided_p(gap, combined_se), gap, name, window))
+        else:
+            add(
+                name,
+                "auc",
+                np.nan,
+                reference["auc"],
+                np.nan,
+                False,
+                int(perf["n"]),
+                f"insufficient data: {note}",
+            )
+    # One family: mature cohorts and pooled windows, Benjamini-Hochberg at half the false-alarm rate.
+    p_values = pd.Series([p for _, p, _, _, _ in tests], dtype=float)
+    rejected = benjamini_hochberg(p_values, rules.false_alarm_rate / 3)
+    flagged_frames: list[pd.DataFrame] = []
+    for (row, p, gap, label, frame), reject in zip(tests, rejected, strict=True):
+        row["note"] = f"{row['note']}; one-sided p={p:.2g}"
+        if bool(reject) and gap >= rules.min_auc_drop:
+            row["flagged"] = True
+            flagged_cohorts.append(label)
+            flagged_frames.append(frame)
+    tier_p0 = tier_reference(holdout_scored, reference_deals)
+    labels = pd.Series(monitored["created_at"].dt.strftime("%Y-%m").to_numpy())
+    counts = tier_counts(monitored, labels)
+    all_months = pd.DataFrame(
+        {"month": pd.date_range(start.tz_localize(None), end.tz_localize(None), freq="MS").strftime("%Y-%m")}
+    )
+    counts = all_months.merge(counts, on="month", how="left").fillna(0)
+    path, threshold = cusum_path(counts, tier_p0, rules.false_alarm_rate / 3)
+    for item in path.itertuples(index=False):
+        add(
+            item.month,
+            "cusum",
+            item.statistic,
+            np.nan,
+            threshold,
+            False,
+            int(item.deals),
+            f"{int(item.wins)} wins vs {item.expected_wins:.1f} expected from the reference tier win rates; "
+            f"log-likelihood ratio {item.llr:+.2f}",
+        )
+    above = path[path["statistic"] > threshold]
+    cusum_flag = bool(len(path) and path["statistic"].iloc[-1] > threshold)
+    cusum_note = (
+        f"above the threshold since cohort {above['month'].iloc[0]}; "
+        f"{int(path['deals'].sum()):,} closed deals since {start.date()}"
+        if len(above)
+        else f"{int(path['deals'].sum()):,} closed deals since {start.date()}"
+    )
+    add(
+        "sequential",
+        "cusum",
+        float(path["statistic"].iloc[-1]) if len(path) else np.nan,
+        np.nan,
+        threshold,
+        cusum_flag,
+        int(path["deals"].sum()),
+        f"Bernoulli CUSUM (tiers separating half as well); {cusum_note}",
+    )
+    if cusum_flag:
+        flagged_cohorts.append("cusum")
+        flagged_frames.append(
+            monitored[labels.isin(path.loc[path.index >= above.index[0], "month"]).to_numpy()]
+        )
+    widest = windows[max(windows)] if windows else monitored
+    calibration = calibration_table(
+        widest,
+        evidence.traits(config, as_of),
+        reference_deals,
+        traits_then,
+        tier_p0["p0"],
+        profile.evidence,
+        rules.false_alarm_rate / 3,
+    )
+    name = f"last_{max(windows)}_months" if windows else "monitored"
+    for item in calibration[
+        ((calibration["kind"] != "other") | calibration["significant"]).astype(bool)
+    ].itertuples(index=False):
+        add(
+            name,
+            "calibration",
+            item.observed,
+            item.predicted,
+            np.nan,
+            bool(item.significant),
+            int(item.n),
+            f"{item.kind}: {item.text}",
+            segment=item.label,
+        )
+    findings = calibration_findings(calibration)
+    trait_flags = _trait_sequential(
+        monitored, labels, path["month"].tolist(), reference_deals, traits_then, evidence.traits(config, as_of),
+        tier_p0["p0"], profile.evidence, rules, add,
+    )  # fmt: skip
+    findings = trait_flags + [
+        f for f in findings if f.split(": ", 1)[1].split(":")[0] not in " ".join(trait_flags)
+    ]
+    if trait_flags:
+        flagged_cohorts.append("trait_cusum")
+        flagged_frames.append(widest)
+    # Calibration rows describe; they raise no flag: at 15,000 stable accounts a trait's ratio can move
+    # significantly for reasons that are no drift (tech adoption seen at the as-of date, in-sample
+    # reference ratios). The flag rests on the AUC tests and the CUSUMs, whose thresholds carry the
+    # reference's own uncertainty.
+    curves = close_probability(deals[(created >= window_start) & (created < start) & deals["closed"]])
+    for label, closed, size in early:
+        ages = (end - closed["created_at"]).dt.days.to_numpy()
+        estimate = early_estimate(closed, ages, curves)
+        note = (
+            f"estimate: {len(closed)} of {size} deals closed so far, reweighted by the reference "
+            "time to close of won and lost deals"
+        )
+        add(label, "auc_estimate", estimate["auc"], reference["auc"], np.nan, False, estimate["n"], note)
+        add(
+            label,
+            "win_rate_estimate",
+            estimate["win_rate"],
+            reference["win_rate"],
+            np.nan,
+            False,
+            estimate["n"],
+            note,
+        )
+    judgeable = bool(np.isfinite(smallest_drop) and smallest_drop <= rules.max_detectable_drop)
+    if not judgeable:
+        seen = f"an AUC drop under {smallest_drop:.2f}" if np.isfinite(smallest_drop) else "any AUC drop"
+        add(
+            "verdict",
+            "too_little_data",
+            smallest_drop,
+            np.nan,
+            rules.max_detectable_drop,
+            False,
+            len(widest),
+            f"too little data to judge: {len(widest):,} closed deals in the last {max(windows, default=0)} months "
+            f"cannot show {seen} (80% power); the sequential test keeps accumulating",
+        )
     current = pd.concat(current_frames) if current_frames else deals.iloc[0:0]
     # What moved is judged where the ICP failed: the flagged cohorts, else every cohort since the reference.
     moved = what_moved(
         reference_deals,
-        pd.concat(flagged_frames) if flagged_frames else current,
+        pd.concat(flagged_frames).drop_duplicates("opportunity_id") if flagged_frames else current,
         evidence.traits(config, as_of),
     )
     reference_accounts = traits_then.accounts[
@@ -391,8 +584,16 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
             segment=item["label"],
         )
     flagged = bool(flagged_cohorts)
-    reason = f"AUC below reference in cohort(s) {', '.join(flagged_cohorts)}" if flagged else ""
-    recommendation = _recommend(moved, flagged)
+    reason = _reason(flagged_cohorts) if flagged else ""
+    recommendation = (
+        "re-derive the profile: "
+        + "; ".join(f.split(" (reference deals")[0].split("; CUSUM")[0] for f in findings[:3])
+        if flagged and findings
+        else _recommend(moved, flagged)
+    )
+    evidence_lines = [row["note"] for row in rows if row["metric"] == "auc" and row["flagged"]]
+    evidence_lines += [rows_note for rows_note in [_last_note(rows, "sequential")] if rows_note]
+    evidence_lines += findings
     if flagged:
         add("verdict", "flag", 1.0, np.nan, np.nan, True, len(current), f"{reason}. {recommendation}")
     return DriftReport(
@@ -403,7 +604,104 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
         recommendation,
         reference_date,
         profile.version,
+        findings=findings,
+        evidence="; ".join(evidence_lines),
+        judgeable=judgeable,
+        calibration=calibration,
     )
+
+
+def _trait_sequential(
+    monitored: pd.DataFrame,
+    labels: pd.Series,
+    months: list[str],
+    reference_deals: pd.DataFrame,
+    traits_then: AccountTraits,
+    traits_now: AccountTraits,
+    p0: pd.Series,
+    profile_evidence: pd.DataFrame,
+    rules: DriftConfig,
+    add: Callable[..., None],
+) -> list[str]:
+    """Per trait value, CUSUMs of the monthly standardised (observed - expected) wins; returns the
+    findings of those above the Bonferroni threshold (false_alarm_rate / 3 over both sides of
+    every trait value tested)."""
+    reference = group_sums(reference_deals, p0, traits_then)
+    reference = reference[(reference["trait"] != "tier") & (reference["size"] >= 20)]
+    monthly_sums = monthly_trait_sums(monitored, labels, p0, traits_now)
+    if monthly_sums.empty or reference.empty:
+        return []
+    kinds, _ = kinds_and_labels(reference, profile_evidence)
+    # One side per trait value: an ICP trait that stops lifting, a hard no or an outside trait that wins.
+    sides = pd.Series(
+        np.where(np.isin(kinds, ["must_have", "nice_to_have"]), -1, 1),
+        index=pd.MultiIndex.from_frame(reference[["trait", "value"]]),
+    )
+    paths = trait_cusum(monthly_sums, reference, sides, rules.false_alarm_rate / 3 / max(len(sides), 1))
+    if paths.empty:
+        return []
+    paths["kind"], paths["label"] = kinds_and_labels(paths, profile_evidence)
+    findings = []
+    for item in paths.itertuples(index=False):
+        flagged = bool(item.path[-1] > item.threshold)
+        if not flagged and item.kind == "other":
+            continue
+        crossed = [m for m, level in zip(item.months, item.path, strict=True) if level > item.threshold]
+        # The figures since the statistic last stood at zero: the months whose evidence it holds.
+        resets = np.flatnonzero(np.asarray(item.path) <= 0)
+        since = int(resets[-1]) + 1 if len(resets) and resets[-1] + 1 < len(item.path) else 0
+        deals = int(np.sum(item.deals[since:]))
+        rate = np.sum(item.wins[since:]) / deals if deals else np.nan
+        predicted = np.sum(item.expected[since:]) / deals if deals else np.nan
+        text = (
+            f"{item.label}: predicted {predicted:.0%}, observed {rate:.0%} in cohorts since {item.months[since]}, "
+            f"n={deals:,}; CUSUM {item.path[-1]:.1f} vs threshold {item.threshold:.1f}"
+            + (f", above it since cohort {crossed[0]}" if flagged and crossed else "")
+        )
+        add(
+            "sequential",
+            "trait_cusum",
+            float(item.path[-1]),
+            float(np.sum(item.expected[since:])),
+            float(item.threshold),
+            flagged,
+            deals,
+            f"{item.kind}: {text}",
+            segment=item.label,
+        )
+        if flagged:
+            what = {
+                "must_have": "ICP trait stopped lifting",
+                "nice_to_have": "ICP trait stopped lifting",
+                "hard_no": "hard no now wins",
+                "other": "trait outside the profile now wins",
+            }[item.kind]
+            findings.append(f"{what}: {text}")
+    return findings
+
+
+def _reason(flagged: list[str]) -> str:
+    cohorts = [f for f in flagged if f[:1].isdigit()]
+    windows = [f.replace("_", " ") for f in flagged if f.startswith("last_")]
+    parts = []
+    if cohorts:
+        parts.append(f"AUC below reference in cohort(s) {', '.join(cohorts)}")
+    if windows:
+        parts.append(f"AUC below reference over the {' and '.join(windows)}")
+    if "cusum" in flagged:
+        parts.append("the sequential test (CUSUM) crossed its threshold")
+    if "trait_cusum" in flagged:
+        parts.append("the per-trait sequential test found traits whose win rate moved")
+    return "; ".join(parts)
+
+
+def _last_note(rows: list[dict[str, object]], cohort: str) -> str:
+    notes = [
+        f"CUSUM {row['value']:.1f} > {row['threshold']:.1f}: {row['note']}"
+        for row in rows
+        if row["cohort"] == cohort and row["flagged"]
+    ]
+    return notes[-1] if notes else ""
 
 
 def _recommend(moved: pd.DataFrame, flagged: bool) -> str:

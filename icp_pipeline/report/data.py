@@ -66,6 +66,8 @@ class DriftData:
     metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
     flag: dict[str, object] = field(default_factory=dict)
     psi_watch: float = 0.1
+    # The flag state of every earlier run (as_of, flagged, evidence): when a flag was first raised.
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass
@@ -356,15 +358,21 @@ def read_drift(con: duckdb.DuckDBPyConnection, as_of: dt.date, config: IcpConfig
             [as_of],
         )
     if table_exists(con, "icp", "drift_flags"):
-        flags = _select(
+        history = _select(
             con,
             "drift_flags",
-            ["flagged", "reason", "recommendation", "reference_date"],
-            "as_of = ?",
+            [
+                "as_of", "flagged", "reason", "recommendation", "reference_date",
+                "first_flagged", "evidence", "findings", "judgeable",
+            ],
+            "as_of <= ?",
             [as_of],
-        )
-        if len(flags):
-            data.flag = flags.iloc[0].to_dict()
+        )  # fmt: skip
+        history = history.sort_values("as_of").reset_index(drop=True)
+        data.history = history
+        today = history[pd.to_datetime(history["as_of"]).dt.date == as_of]
+        if len(today):
+            data.flag = today.iloc[0].to_dict()
     return data
 
 

@@ -36,7 +36,8 @@ SCORED_BY = {
     "written_icp": "cold start: the written ICP from icp.yaml scores, too few closed deals to learn",
     "no_signal": "no signal: no trait separates won from lost deals, so every account scores alike",
 }
-COHORT_ROWS = ("reference", "population", "what_moved", "verdict")
+COHORT_ROWS = ("reference", "population", "what_moved", "verdict", "sequential")
+MONTH_COHORT = r"^\d{4}-\d{2}$"
 PSI_JS_WORDS = (
     "In plain words: PSI (population stability index) compares how recent deals' accounts spread over a "
     "feature's values (industries, size bands...) with how the reference deals' accounts did; 0 means the same "
@@ -469,6 +470,102 @@ def shown_reasons(text: object) -> str:
     return "; ".join(part for part in text.split("; ") if not UNKNOWN_REASON.search(part))
 
 
+def _detection_delay(history: pd.DataFrame, flag: dict[str, Any]) -> str:
+    """When the flag was first raised, the evidence then, and how long it has stood."""
+    first = flag.get("first_flagged")
+    if first is None or pd.isna(first) or history.empty:
+        return "Detection: first raised on this run."
+    first_day = pd.Timestamp(first).date()
+    dates = pd.to_datetime(history["as_of"]).dt.date
+    at_first = history[dates == first_day]
+    then = (
+        str(at_first["evidence"].iloc[0]) if len(at_first) and pd.notna(at_first["evidence"].iloc[0]) else ""
+    )
+    runs = int(((dates >= first_day) & history["flagged"].astype(bool)).sum())
+    return (
+        f"Detection: first raised on {first_day}, flagged on {runs} run(s) since"
+        + (f"; evidence then: {then}" if then else "")
+        + "."
+    )
+
+
+def _pooled_and_sequential(section: Section, metrics: pd.DataFrame) -> None:
+    """Pooled windows, the CUSUMs, calibration by tier and trait, early estimates (labelled)."""
+    section.heading("Pooled and sequential tests")
+    pooled = metrics[
+        (metrics["cohort"].astype(str).str.startswith("last_") & (metrics["metric"] == "auc"))
+        | (
+            (metrics["cohort"] == "sequential")
+            & ((metrics["metric"] == "cusum") | metrics["flagged"].astype(bool))
+        )
+    ]
+    if len(pooled):
+        section.add(
+            table(
+                ["Test", "Value", "Reference / threshold", "Flagged", "n", "Evidence"],
+                [
+                    (
+                        f"{row.cohort.replace('_', ' ')}: {row.metric.replace('_', ' ')}"
+                        + (f" ({row.segment})" if row.segment not in ("all", "", None) else ""),
+                        fmt.decimal(row.value, 2),
+                        fmt.decimal(row.threshold if row.metric != "auc" else row.reference, 2),
+                        "yes" if row.flagged else "no",
+                        fmt.count(row.n),
+                        row.note,
+                    )
+                    for row in pooled.itertuples(index=False)
+                ],
+                numeric=(1, 2, 4),
+            )
+        )
+        section.para(
+            "Windows pool the closed deals created in the last months; their AUC tests and the monthly "
+            "cohorts' are corrected together (Benjamini-Hochberg). A CUSUM adds each month's evidence and "
+            "forgets months that argue against drift; its threshold keeps false alarms at the configured rate.",
+            "small",
+        )
+    calibration = metrics[metrics["metric"] == "calibration"]
+    if len(calibration):
+        section.heading("Calibration: predicted and observed win rates")
+        section.add(
+            table(
+                ["Group", "Predicted", "Observed", "n", "Moved", "Detail"],
+                [
+                    (
+                        row.segment,
+                        fmt.pct(row.reference),
+                        fmt.pct(row.value),
+                        f"{int(row.n):,}",
+                        "yes" if row.flagged else "no",
+                        row.note,
+                    )
+                    for row in calibration.itertuples(index=False)
+                ],
+                numeric=(1, 2, 3),
+            )
+        )
+    estimates = metrics[metrics["metric"].isin(["auc_estimate", "win_rate_estimate"])]
+    if len(estimates):
+        section.heading("Early estimates for cohorts still closing (estimates, never flags)")
+        wide = estimates.pivot_table(index="cohort", columns="metric", values="value", aggfunc="first")
+        notes = estimates.drop_duplicates("cohort").set_index("cohort")["note"]
+        section.add(
+            table(
+                ["Cohort", "Estimated AUC", "Estimated win rate", "Basis"],
+                [
+                    (
+                        cohort,
+                        fmt.decimal(wide.loc[cohort].get("auc_estimate"), 2),
+                        fmt.decimal(wide.loc[cohort].get("win_rate_estimate"), 2),
+                        notes.get(cohort, ""),
+                    )
+                    for cohort in wide.index
+                ],
+                numeric=(1, 2),
+            )
+        )
+
+
 def drift_section(data: ReportData) -> Section:
     """Cohort AUC and tier-A lift against the reference, PSI, what moved and the verdict."""
     drift = data.drift
@@ -481,19 +578,26 @@ def drift_section(data: ReportData) -> Section:
     if flag.get("flagged"):
         section.add(
             f'<p><span class="flag">Drift flagged.</span> {esc(flag.get("reason"))}. '
-            f"Recommendation: {esc(flag.get('recommendation'))}.</p>"
+            f"Recommendation: {esc(flag.get('recommendation') or 're-derive the profile')}.</p>"
         )
+        findings = [f for f in str(flag.get("findings") or "").split("\n") if f]
+        if findings:
+            section.add(bullet_list(findings))
+        section.para(_detection_delay(drift.history, flag), "sub")
     else:
         section.add(
-            '<p><span class="ok">No drift flag.</span> No monthly cohort\'s AUC fell significantly below the '
-            "reference's.</p>"
+            '<p><span class="ok">No drift flag.</span> No monthly cohort, pooled window, sequential test or '
+            "trait calibration says the ICP stopped predicting wins.</p>"
         )
+    too_little = metrics[(metrics["cohort"] == "verdict") & (metrics["metric"] == "too_little_data")]
+    if len(too_little):
+        section.add(f'<p><span class="flag">Too little data.</span> {esc(too_little["note"].iloc[0])}.</p>')
     reference = metrics[(metrics["cohort"] == "reference") & (metrics["metric"] == "auc")]
     reference_auc = float(reference["value"].iloc[0]) if len(reference) else float("nan")
     if len(reference):
         section.para(f"Reference: {reference['note'].iloc[0]}; AUC {fmt.decimal(reference_auc)}.", "sub")
     section.fold("AUC and tier-A lift per monthly cohort, population shift (PSI, JS distance), what moved")
-    cohorts = metrics[~metrics["cohort"].isin(COHORT_ROWS)]
+    cohorts = metrics[metrics["cohort"].astype(str).str.match(MONTH_COHORT)]
     auc = cohorts[cohorts["metric"] == "auc"]
     judged = auc.dropna(subset=["value"]).reset_index(drop=True)
     waiting = auc[auc["value"].isna()]
@@ -568,6 +672,7 @@ def drift_section(data: ReportData) -> Section:
         )
     else:
         section.why("No population stability figures: the reference or recent cohorts hold no deals.")
+    _pooled_and_sequential(section, metrics)
     section.heading("What moved")
     moved = metrics[metrics["cohort"] == "what_moved"]
     if len(moved):
@@ -775,7 +880,9 @@ def summary_points(data: ReportData) -> list[str]:
     elif flag.get("flagged"):
         points.append(f"ICP drift flagged: {flag.get('reason')}.")
     else:
-        points.append("No ICP drift: no monthly cohort ranks deals significantly worse than the reference.")
+        points.append(
+            "No ICP drift: no cohort, pooled window or sequential test says the ICP stopped predicting wins."
+        )
     points.append(health_line(data))
     return points
 
