@@ -50,9 +50,9 @@ from icp_pipeline.profile.events import EVENT_TRAITS
 from icp_pipeline.profile.evidence import account_totals, trait_value_sums
 from icp_pipeline.profile.learn import Evidence
 from icp_pipeline.profile.outcomes import opportunity_outcomes
-from icp_pipeline.profile.traits import UNKNOWN, AccountTraits
+from icp_pipeline.profile.traits import ACCOUNT_POSITION, UNKNOWN, AccountTraits
 from icp_pipeline.scoring.score import fit_and_tiers, scored_deals
-from icp_pipeline.scoring.validation import auc, holdout_validation
+from icp_pipeline.scoring.validation import auc, auc_standard_error, holdout_validation
 
 METRIC_COLUMNS = [
     "as_of",
@@ -81,17 +81,6 @@ class DriftReport:
     evidence: str = ""
     judgeable: bool = True
     calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-
-def auc_standard_error(value: float, positives: int, negatives: int) -> float:
-    """Hanley & McNeil (1982) standard error of an AUC estimate."""
-    if positives == 0 or negatives == 0 or np.isnan(value):
-        return float("nan")
-    q1, q2 = value / (2 - value), 2 * value**2 / (1 + value)
-    variance = (
-        value * (1 - value) + (positives - 1) * (q1 - value**2) + (negatives - 1) * (q2 - value**2)
-    ) / (positives * negatives)
-    return float(np.sqrt(max(variance, 0.0)))
 
 
 def _known_shares(values: pd.Series) -> pd.Series:
@@ -159,6 +148,22 @@ def _performance(deals: pd.DataFrame) -> dict[str, float]:
     }
 
 
+def as_created(
+    evidence: Evidence, config: IcpConfig, deals: pd.DataFrame
+) -> tuple[AccountTraits, pd.DataFrame]:
+    """The deals described as their account was when each was created, one traits row per deal,
+    and the deals placed on those rows (`account_position`; -1 for a deal not described, which
+    every count then leaves out). Judging a deal by its account at a later date would credit what
+    the account became after the deal (a tool customers adopt after buying "wins" then)."""
+    described = evidence.deal_traits(config)
+    rows = described.rows_of(deals)
+    known = rows >= 0
+    view = described.traits.take(rows[known])
+    view.source_rows = np.arange(int(known.sum()))
+    position = np.where(known, np.cumsum(known) - 1, -1)
+    return view, deals.assign(**{ACCOUNT_POSITION: position})
+
+
 def what_moved(
     reference: pd.DataFrame, current: pd.DataFrame, traits: AccountTraits, alpha: float = 0.01
 ) -> pd.DataFrame:
@@ -174,8 +179,6 @@ def what_moved(
         size, wins = account_totals(traits, deals, deals["won"].to_numpy())
         weights[f"{label}_sum"], weights[f"{label}_size"] = wins, size
     table = trait_value_sums(traits, weights).drop(columns="accounts_with")
-    # Event traits say what happened before the as-of date: older deals did not see those events.
-    table = table[~table["trait"].isin(EVENT_TRAITS)]
     table = table[(table["reference_size"] >= 20) & (table["current_size"] >= 20)]
     p1 = table["reference_sum"] / table["reference_size"]
     p2 = table["current_sum"] / table["current_size"]
@@ -207,6 +210,11 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
     rules: DriftConfig = config.drift
     reference_date = (pd.Timestamp(as_of) - pd.DateOffset(months=rules.reference_months)).date()
     traits_then = evidence.traits(config, reference_date)  # prepares the inputs both profiles share
+    # Trait-level checks judge a deal by its account's traits at a date; event traits describe a
+    # window before that date, which older deals did not see (and feeds cover recent windows
+    # better than old ones), so those checks leave them out.
+    stable_then = traits_then.without(EVENT_TRAITS)
+    stable_now = evidence.traits(config, as_of).without(EVENT_TRAITS)
     deal_traits = evidence.deal_traits(config)  # before the second thread asks for them too
     with ThreadPoolExecutor(max_workers=1) as pool:
         # The holdout profile does not depend on the reference one: it is learned on a second core
@@ -451,11 +459,13 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
             monitored[labels.isin(path.loc[path.index >= above.index[0], "month"]).to_numpy()]
         )
     widest = windows[max(windows)] if windows else monitored
+    widest_traits, widest_placed = as_created(evidence, config, widest)
+    reference_traits, reference_placed = as_created(evidence, config, reference_deals)
     calibration = calibration_table(
-        widest,
-        evidence.traits(config, as_of),
-        reference_deals,
-        traits_then,
+        widest_placed,
+        widest_traits,
+        reference_placed,
+        reference_traits,
         tier_p0["p0"],
         profile.evidence,
         rules.false_alarm_rate / 3,
@@ -477,7 +487,7 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
         )
     findings = calibration_findings(calibration)
     trait_flags = _trait_sequential(
-        monitored, labels, path["month"].tolist(), reference_deals, traits_then, evidence.traits(config, as_of),
+        monitored, labels, path["month"].tolist(), reference_deals, evidence, config,
         tier_p0["p0"], profile.evidence, rules, add,
     )  # fmt: skip
     findings = trait_flags + [
@@ -525,19 +535,15 @@ def drift_metrics(evidence: Evidence, config: IcpConfig, as_of: dt.date) -> Drif
         )
     current = pd.concat(current_frames) if current_frames else deals.iloc[0:0]
     # What moved is judged where the ICP failed: the flagged cohorts, else every cohort since the reference.
-    moved = what_moved(
-        reference_deals,
-        pd.concat(flagged_frames).drop_duplicates("opportunity_id") if flagged_frames else current,
-        evidence.traits(config, as_of),
-    )
-    reference_accounts = traits_then.accounts[
-        isin(traits_then.accounts["account_id"], reference_deals["account_id"])
+    judged = pd.concat(flagged_frames).drop_duplicates("opportunity_id") if flagged_frames else current
+    both_traits, both = as_created(evidence, config, pd.concat([reference_deals, judged], ignore_index=True))
+    moved = what_moved(both.iloc[: len(reference_deals)], both.iloc[len(reference_deals) :], both_traits)
+    reference_accounts = stable_then.accounts[
+        isin(stable_then.accounts["account_id"], reference_deals["account_id"])
     ]
-    current_traits = evidence.traits(config, as_of).accounts
+    current_traits = stable_now.accounts
     current_accounts = current_traits[isin(current_traits["account_id"], current["account_id"])]
-    # Event traits are left out: feeds cover recent windows better than old ones, so their shift
-    # between the two dates is coverage, not a change of who buys.
-    for feature in [c for c in reference_accounts.columns if c != "account_id" and c not in EVENT_TRAITS]:
+    for feature in [c for c in reference_accounts.columns if c != "account_id"]:
         value = psi(reference_accounts[feature], current_accounts[feature])
         add(
             "population",
@@ -616,8 +622,8 @@ def _trait_sequential(
     labels: pd.Series,
     months: list[str],
     reference_deals: pd.DataFrame,
-    traits_then: AccountTraits,
-    traits_now: AccountTraits,
+    evidence: Evidence,
+    config: IcpConfig,
     p0: pd.Series,
     profile_evidence: pd.DataFrame,
     rules: DriftConfig,
@@ -625,10 +631,12 @@ def _trait_sequential(
 ) -> list[str]:
     """Per trait value, CUSUMs of the monthly standardised (observed - expected) wins; returns the
     findings of those above the Bonferroni threshold (false_alarm_rate / 3 over both sides of
-    every trait value tested)."""
-    reference = group_sums(reference_deals, p0, traits_then)
+    every trait value tested). Deals are judged as they were when created (`as_created`)."""
+    reference_traits, reference_placed = as_created(evidence, config, reference_deals)
+    reference = group_sums(reference_placed, p0, reference_traits)
     reference = reference[(reference["trait"] != "tier") & (reference["size"] >= 20)]
-    monthly_sums = monthly_trait_sums(monitored, labels, p0, traits_now)
+    monitored_traits, monitored_placed = as_created(evidence, config, monitored)
+    monthly_sums = monthly_trait_sums(monitored_placed, labels, p0, monitored_traits)
     if monthly_sums.empty or reference.empty:
         return []
     kinds, _ = kinds_and_labels(reference, profile_evidence)

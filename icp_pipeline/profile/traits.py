@@ -89,6 +89,11 @@ class AccountTraits:
         row_of_position[self.source_rows] = np.arange(len(self.source_rows))
         return row_of_position[source]
 
+    def without(self, names: tuple[str, ...]) -> AccountTraits:
+        """These traits without the named single-valued ones (same rows)."""
+        dropped = self.accounts.drop(columns=[n for n in names if n in self.accounts])
+        return AccountTraits(dropped, self.technologies, self.sources, self.source_rows)
+
     def with_row_ids(self) -> AccountTraits:
         """A copy identified by row number ("0", "1", ...) instead of account id: deals of one
         account are then told apart."""
