@@ -25,7 +25,7 @@ from icp_pipeline.config import IcpConfig, ModelsConfig
 from icp_pipeline.demo.generate import DemoSpec, generate_demo
 from icp_pipeline.errors import IcpInputError
 from icp_pipeline.governance import registry
-from icp_pipeline.governance.compare import Comparison, delong_test, promotion_decision
+from icp_pipeline.governance.compare import Comparison, delong_test, drift_advice, promotion_decision
 from icp_pipeline.profile.learn import read_evidence
 from icp_pipeline.scoring.validation import auc
 from icp_pipeline_tests.staged_demo import materialize_nightly
@@ -96,6 +96,24 @@ def test_promotion_policy(policy: str, gain: float, p: float, last: Any, promote
     rules = ModelsConfig(promotion=policy, min_auc_gain=0.02, alpha=0.05, min_days_between_promotions=28)
     decided, why = promotion_decision(_comparison(gain, p), rules, dt.date(2026, 11, 1), last)
     assert decided is promoted and says in why
+
+
+def test_a_drift_flag_recommends_promotion_with_the_comparison() -> None:
+    rows = pd.DataFrame(
+        {
+            "metric": ["auc", "decision"],
+            "champion": [0.70, np.nan],
+            "challenger": [0.76, np.nan],
+            "p_value": [0.001, np.nan],
+            "note": ["DeLong paired test", "recommend promotion: challenger significantly better (...)"],
+            "challenger_version": ["abc123", "abc123"],
+        }
+    )
+    assert drift_advice(rows) == (
+        "challenger abc123 AUC 0.760 vs champion 0.700 (DeLong p=0.001): promote it with `icp model promote abc123`"
+    )
+    rows.loc[1, "note"] = "keep the champion: challenger not significantly better (...)"
+    assert drift_advice(rows).endswith("not significantly better, keep the champion")
 
 
 # --- the registry ---------------------------------------------------------------------------------
@@ -268,6 +286,11 @@ def test_comparison_reports_both_models_on_the_same_deals(nights: dict[str, Any]
     assert figures.loc["tier_changes", "challenger"] > 0
     assert figures.loc["alert_line_crossings", "challenger"] <= figures.loc["tier_changes", "challenger"]
     assert "auto-promoted" in figures.loc["decision", "note"]
+    # The promoted champion's first night: drift is flagged, and there is no challenger to recommend.
+    flag = _query(nights["warehouse"], "select * from icp.drift_flags where as_of = '2026-11-08'")
+    assert flag["flagged"].iloc[0] and flag["recommendation"].iloc[0].endswith(
+        "no challenger model to compare with the champion tonight"
+    )
 
 
 @pytest.mark.slow

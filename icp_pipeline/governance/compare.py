@@ -180,3 +180,24 @@ def promotion_decision(
             f"promotion was on {last_auto} (at most one per {policy.min_days_between_promotions} days)"
         )
     return True, f"auto-promoted: challenger significantly better ({figures})"
+
+
+def drift_advice(rows: pd.DataFrame) -> str:
+    """What a drift flag adds from tonight's comparison: promote the challenger, or why not."""
+    if rows.empty or "metric" not in rows:
+        return "no challenger model to compare with the champion tonight"
+    figures = rows.set_index("metric")
+    challenger = figures["challenger_version"].iloc[0]
+    decision = str(figures.loc["decision", "note"]) if "decision" in figures.index else ""
+    auc_row = figures.loc["auc"] if "auc" in figures.index else None
+    numbers = (
+        f"challenger {challenger} AUC {auc_row['challenger']:.3f} vs champion {auc_row['champion']:.3f} "
+        f"(DeLong p={auc_row['p_value']:.2g})"
+        if auc_row is not None
+        else f"challenger {challenger}"
+    )
+    if decision.startswith("recommend promotion"):
+        return f"{numbers}: promote it with `icp model promote {challenger}`"
+    if decision.startswith("auto-promoted"):
+        return f"{numbers}: promoted automatically; it scores from the next run"
+    return f"{numbers}: not significantly better, keep the champion"
