@@ -317,11 +317,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1
         counts = warehouse_counts(warehouse)
         not_scored = _not_scored_line(warehouse, as_of, config)
+        from icp_pipeline.governance.commands import run_line
+
+        models_line = run_line(warehouse, as_of)
     print(f"icp run succeeded in {elapsed:.1f}s (run {result.run_id}, as of {as_of})")
     print(f"warehouse: {warehouse}")
     for table, rows in counts.items():
         print(f"  {table:<32} {rows:>12,} rows")
     print(not_scored)
+    print(models_line)
     outputs = {
         "ICP document": warehouse.parent / "reports" / "icp_profile.html",
         "morning report": warehouse.parent / "reports" / "icp_report.html",

@@ -371,3 +371,21 @@ def test_bad_model_commands_fail_with_one_line(
     assert main(["model", "promote", "nosuchversion", "--warehouse", str(nights["warehouse"])]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("icp model: unknown model version 'nosuchversion'")
+
+
+@pytest.mark.slow
+def test_model_commands_end_with_what_happened(
+    nights: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    warehouse = str(nights["warehouse"])
+    with duckdb.connect(warehouse, read_only=True) as con:
+        first, second = registry.read_models(con)["model_version"].iloc[:2]
+    assert main(["model", "list", "--warehouse", warehouse]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"2 model version(s): champion {first}, challenger none, 1 retired"
+    )
+    assert main(["model", "diff", first, second, "--warehouse", warehouse]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"{first} -> {second}: ") and "accounts would change tier" in last
+    assert main(["model", "show", second[:6], "--warehouse", warehouse]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"model {second}: retired (rolled back)"

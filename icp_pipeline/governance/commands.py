@@ -39,6 +39,24 @@ def list_models(warehouse: Path) -> list[str]:
     ]
 
 
+def run_line(warehouse: Path, as_of: dt.date) -> str:
+    """The `icp run` summary's line on the models: which scored, which is shadowed, tonight's decision."""
+    with connect(warehouse, read_only=True) as con:
+        models = registry.read_models(con)
+        decision = (
+            con.execute(
+                "select note from icp.model_comparison where as_of = ? and metric = 'decision'", [as_of]
+            ).fetchall()
+            if table_exists(con, "icp", "model_comparison")
+            else []
+        )
+    if models.empty:
+        return "models: no model registry yet"
+    scored = _of(models, registry.CHAMPION)
+    line = f"models: champion {scored}, challenger {_of(models, registry.CHALLENGER)}"
+    return line + (f"; {decision[0][0]}" if decision else "")
+
+
 def _of(models: pd.DataFrame, status: str) -> str:
     held = models.loc[models["status"] == status, "model_version"]
     return str(held.iloc[0]) if len(held) else "none"
@@ -72,7 +90,7 @@ def show_model(warehouse: Path, version: str) -> list[str]:
         if len(history)
         else "  (none)"
     )
-    lines.append(f"model {version} is the {row['status']} ({row['status_reason']})")
+    lines.append(f"model {version}: {row['status']} ({row['status_reason']})")
     return lines
 
 
