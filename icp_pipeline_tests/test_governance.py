@@ -39,7 +39,9 @@ NIGHTS = {
     "pinned": "2026-11-09",  # nothing changed: nothing moves
     "feed_row": "2026-11-10",  # one firmographics row changed
     "rolled_back": "2026-11-11",  # after `icp model rollback`: the first champion again
+    "override": "2026-11-12",  # a points override in icp.yaml: a new challenger, not a new champion
 }
+OVERRIDE = {"technology=Snowflake": 25}
 
 
 # --- DeLong ---------------------------------------------------------------------------------------
@@ -225,12 +227,17 @@ def nights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         for name, as_of in NIGHTS.items():
             if name == "feed_row":
                 state["changed_domain"] = _change_one_feed_row(drop, as_of)
+            if name == "override":
+                settings = yaml.safe_load(config.read_text())
+                config.write_text(yaml.safe_dump(settings | {"icp": {"points": OVERRIDE}}))
             if name == "rolled_back":
                 state["errors"] = _bad_commands(warehouse)
                 assert main(["model", "rollback", "--warehouse", str(warehouse)]) == 0
                 state["after_rollback_error"] = main(["model", "rollback", "--warehouse", str(warehouse)])
             materialize_nightly(drop, warehouse, as_of)
             state["crm_after"][name] = {k: dict(v) for k, v in crm.records.items()}
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            state["override_version"] = registry.read_models(con).iloc[-1]["model_version"]
         yield state
     finally:
         crm.stop()
@@ -382,10 +389,25 @@ def test_model_commands_end_with_what_happened(
         first, second = registry.read_models(con)["model_version"].iloc[:2]
     assert main(["model", "list", "--warehouse", warehouse]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == (
-        f"2 model version(s): champion {first}, challenger none, 1 retired"
+        f"3 model version(s): champion {first}, challenger {nights['override_version']}, 1 retired"
     )
     assert main(["model", "diff", first, second, "--warehouse", warehouse]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith(f"{first} -> {second}: ") and "accounts would change tier" in last
     assert main(["model", "show", second[:6], "--warehouse", warehouse]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"model {second}: retired (rolled back)"
+
+
+@pytest.mark.slow
+def test_a_point_override_is_a_new_challenger_and_the_champion_keeps_scoring(nights: dict[str, Any]) -> None:
+    warehouse = nights["warehouse"]
+    models = _query(warehouse, "select * from icp.models order by created_at").set_index("model_version")
+    override = models.loc[nights["override_version"]]
+    assert override["status"] == "challenger" and json.loads(override["point_overrides"]) == OVERRIDE
+    points = {(p["trait"], p["value"]): p["points"] for p in json.loads(override["points"])}
+    assert points[("technology", "Snowflake")] == 25
+    before, after = _scores(warehouse, NIGHTS["rolled_back"]), _scores(warehouse, NIGHTS["override"])
+    assert (after["model_version"] == models.index[0]).all()  # the first champion, rolled back to
+    assert (before["fit_score"] == after["fit_score"]).all() and (before["tier"] == after["tier"]).all()
+    shadow = _scores(warehouse, NIGHTS["override"], "challenger_scores")
+    assert (shadow["model_version"] == nights["override_version"]).all() and len(shadow) == len(after)
