@@ -317,11 +317,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1
         counts = warehouse_counts(warehouse)
         not_scored = _not_scored_line(warehouse, as_of, config)
+        from icp_pipeline.governance.commands import run_line
+
+        models_line = run_line(warehouse, as_of)
     print(f"icp run succeeded in {elapsed:.1f}s (run {result.run_id}, as of {as_of})")
     print(f"warehouse: {warehouse}")
     for table, rows in counts.items():
         print(f"  {table:<32} {rows:>12,} rows")
     print(not_scored)
+    print(models_line)
     outputs = {
         "ICP document": warehouse.parent / "reports" / "icp_profile.html",
         "morning report": warehouse.parent / "reports" / "icp_report.html",
@@ -351,6 +355,33 @@ def cmd_report(args: argparse.Namespace) -> int:
         f"report as of {result.as_of} written to {result.path} "
         f"({result.size_bytes / 1024:,.0f} KB, {len(result.charts)} charts, {time.perf_counter() - started:.1f}s)"
     )
+    return 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    """`icp model list|show|diff|promote|rollback`, under the warehouse lock (a run cannot change
+    the champion underneath); the last printed line says what happened."""
+    from icp_pipeline.governance import commands
+    from icp_pipeline.warehouse import checked_warehouse
+    from icp_pipeline.warehouse_lock import warehouse_lock
+
+    given = args.warehouse or os.environ.get("ICP_WAREHOUSE")
+    warehouse = checked_warehouse(Path(given) if given else settings.default_warehouse())
+    if not warehouse.exists():
+        raise IcpInputError(f"no warehouse at {warehouse}; run `icp run` first or pass --warehouse")
+    config = settings.load_config(args.config)
+    with warehouse_lock(warehouse, f"icp model {args.action}", config.warehouse_lock_wait_s, notify=_say):
+        if args.action == "list":
+            lines = commands.list_models(warehouse)
+        elif args.action == "show":
+            lines = commands.show_model(warehouse, args.version)
+        elif args.action == "diff":
+            lines = commands.diff_models(warehouse, args.version, args.other, config)
+        elif args.action == "promote":
+            lines = commands.promote_model(warehouse, args.version)
+        else:
+            lines = commands.rollback_model(warehouse)
+    print("\n".join(lines))
     return 0
 
 
@@ -486,6 +517,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="HTML file (default: <warehouse dir>/reports/icp_report.html)")
     report.add_argument("--as-of", type=_date, help="report this scored date (default: the latest)")
     report.set_defaults(handler=cmd_report)
+
+    model = commands.add_parser("model", help="the model registry: list, show, diff, promote, rollback")
+    actions = model.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("list", "every model version with its status"),
+        ("show", "one version: training window, points, criteria, cut-offs, validation, history"),
+        ("diff", "points, verdicts and cut-offs that differ, and the accounts that would move"),
+        ("promote", "make a version the champion (it scores from the next run)"),
+        ("rollback", "make the previous champion the champion again"),
+    ):
+        sub = actions.add_parser(action, help=text)
+        if action in ("show", "diff", "promote"):
+            sub.add_argument("version", help="model version (or a unique prefix), see `icp model list`")
+        if action == "diff":
+            sub.add_argument("other", help="the version to compare with")
+        sub.add_argument("--warehouse", help="DuckDB file (default: ICP_WAREHOUSE or .icp/warehouse.duckdb)")
+        sub.add_argument("--config", help="icp.yaml (default: ICP_CONFIG or ./icp.yaml when present)")
+        sub.set_defaults(handler=cmd_model)
 
     ui = commands.add_parser("ui", help="open the Dagster UI on 127.0.0.1 with the project loaded")
     ui.add_argument("--port", type=int, default=3000)

@@ -606,6 +606,19 @@ class DeletionConfig(_Section):
     absent_after_loads: int = Field(default=3, ge=0)
 
 
+class ModelsConfig(_Section):
+    """Model governance (see `governance/`): how a learned challenger replaces the scoring champion.
+
+    `manual`: ops promote with `icp model promote`. `auto`: the nightly comparison promotes the
+    challenger when its AUC beats the champion's by `min_auc_gain` on the same deals and DeLong's
+    paired test gives p < `alpha`, at most once every `min_days_between_promotions` days."""
+
+    promotion: Literal["manual", "auto"] = "manual"
+    min_auc_gain: float = Field(default=0.02, ge=0, le=1)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    min_days_between_promotions: int = Field(default=28, ge=0)
+
+
 class IcpConfig(_Section):
     """The whole of `icp.yaml`."""
 
@@ -622,6 +635,7 @@ class IcpConfig(_Section):
     publish: PublishConfig = Field(default_factory=PublishConfig)
     ops: OpsConfig = Field(default_factory=OpsConfig)
     deletions: DeletionConfig = Field(default_factory=DeletionConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
     contracts_dir: Path | None = None
     # Seconds a run waits for another run holding the warehouse lock; 0 exits at once with one line.
     warehouse_lock_wait_s: float = Field(default=0, ge=0)

@@ -7,6 +7,7 @@ from icp_pipeline.alerts.assets import alerts, deliver_pending_alerts, pending_a
 from icp_pipeline.config import config_or_defaults
 from icp_pipeline.contracts.assets import staging_assets
 from icp_pipeline.drift.assets import drift_metrics_asset
+from icp_pipeline.governance.assets import model_comparison
 from icp_pipeline.ingest.assets import raw_file_drop
 from icp_pipeline.ops.sensors import (
     nightly_late_sensor,
@@ -60,6 +61,7 @@ defs = dg.Definitions(
         icp_profile_and_scores,
         score_validation,
         trigger_events,
+        model_comparison,
         alerts,
         drift_metrics_asset,
         icp_report,

@@ -78,6 +78,7 @@ def test_every_asset_in_the_nightly_job_is_pinned() -> None:
         "icp/account_scores",
         "icp/score_validation",
         "icp/trigger_events",
+        "icp/model_comparison",
         "icp/alerts",
         "icp/drift_metrics",
         "icp/report",

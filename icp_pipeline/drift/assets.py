@@ -9,12 +9,14 @@ import pandas as pd
 from icp_pipeline.alerts.assets import build_channels
 from icp_pipeline.alerts.channels import AlertMessage
 from icp_pipeline.drift.metrics import DriftReport, drift_metrics
+from icp_pipeline.governance.assets import MODEL_COMPARISON
+from icp_pipeline.governance.compare import drift_advice
 from icp_pipeline.ops.notices import ops_notice
 from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.profile.learn import run_evidence
 from icp_pipeline.resources import IcpSettings, partition_date
 from icp_pipeline.scoring.assets import SCORES
-from icp_pipeline.warehouse import connect, read_table, replace_slice
+from icp_pipeline.warehouse import connect, read_table, replace_slice, table_exists
 
 DRIFT = dg.AssetKey(["icp", "drift_metrics"])
 STILL_PREDICTS = "icp_still_predicts_wins"
@@ -66,7 +68,7 @@ def previous_state(flags: pd.DataFrame | None, as_of: dt.date) -> bool:
 
 @dg.asset(
     key=DRIFT,
-    deps=[SCORES],
+    deps=[SCORES, MODEL_COMPARISON],
     group_name="drift",
     partitions_def=nightly_partitions,
     backfill_policy=nightly_backfill,
@@ -95,7 +97,15 @@ def drift_metrics_asset(context: dg.AssetExecutionContext, icp: IcpSettings) -> 
     evidence = run_evidence(context.run_id, icp.warehouse_path(), config.icp.custom_columns, as_of)
     with connect(icp.warehouse_path(), read_only=True) as con:
         flags = read_table(con, "icp", "drift_flags")
+        comparison = (
+            con.execute("select * from icp.model_comparison where as_of = ?", [as_of]).df()
+            if table_exists(con, "icp", "model_comparison")
+            else pd.DataFrame()
+        )
     report = drift_metrics(evidence, config, as_of)
+    if report.flagged:
+        # The flag recommends a model change: tonight's champion vs challenger comparison goes with it.
+        report.recommendation = f"{report.recommendation}; {drift_advice(comparison)}"
     was_flagged = previous_state(flags, as_of)
     notified = ""
     if report.flagged != was_flagged:

@@ -39,6 +39,9 @@ class IcpData:
     audit: pd.DataFrame = field(default_factory=pd.DataFrame)
     fit_metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
     tier_cutoffs: dict[str, int] = field(default_factory=dict)
+    # The registry's champion (scores) and challenger (shadow), and tonight's comparison of the two.
+    models: pd.DataFrame = field(default_factory=pd.DataFrame)
+    comparison: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass
@@ -206,6 +209,19 @@ def read_icp(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> IcpData:
         data.criteria = criteria.assign(
             _order=criteria["verdict"].map(VERDICT_ORDER), _size=-criteria["points"].abs()
         ).sort_values(["_order", "_size", "label"], ignore_index=True)[criteria.columns]
+    if table_exists(con, "icp", "models"):
+        data.models = _query(
+            con,
+            "select model_version, status, trained_as_of, closed_deals, status_reason from icp.models "
+            "where status in ('champion', 'challenger') order by status desc",
+        )
+    if table_exists(con, "icp", "model_comparison"):
+        data.comparison = _query(
+            con,
+            "select metric, champion, challenger, p_value, note, champion_version, challenger_version "
+            "from icp.model_comparison where as_of = ?",
+            [as_of],
+        )
     return data
 
 

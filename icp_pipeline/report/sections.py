@@ -57,6 +57,55 @@ def _feature_label(feature: str) -> str:
     )
 
 
+COMPARED = (
+    ("auc", "AUC", lambda v: fmt.decimal(v, 3)),
+    ("tier_a_lift", "Tier-A lift", fmt.ratio),
+    ("ab_share_of_wins", "A+B share of wins", fmt.pct),
+    ("tier_changes", "Accounts changing tier", fmt.count),
+    ("alert_line_crossings", "Accounts crossing the alert line", fmt.count),
+    ("alerts_differ", "Alerts that would differ", fmt.count),
+)
+
+
+def _models(section: Section, icp: Any) -> None:
+    """Which registry version scores, which one is shadow-scored, and how they compare tonight."""
+    models = icp.models
+    if models.empty:
+        return
+    held = {row.status: row for row in models.itertuples(index=False)}
+    champion, challenger = held.get("champion"), held.get("challenger")
+    words = []
+    if champion is not None:
+        words.append(
+            f"Scores come from the champion model {champion.model_version} (learned {champion.trained_as_of:%Y-%m-%d} "
+            f"from {fmt.count(champion.closed_deals)} closed deals; {champion.status_reason})"
+        )
+    words.append(
+        f"challenger {challenger.model_version} is shadow-scored"
+        if challenger is not None
+        else "no challenger"
+    )
+    section.para("; ".join(words) + ".", "sub")
+    comparison = icp.comparison
+    if comparison.empty:
+        return
+    figures = comparison.set_index("metric")
+    rows = []
+    for metric, label, shown in COMPARED:
+        if metric in figures.index:
+            row = figures.loc[metric]
+            rows.append(
+                (label, shown(row["champion"]), shown(row["challenger"]), fmt.p_value(row["p_value"]))
+            )
+    section.add(
+        table(["Champion vs challenger", "Champion", "Challenger", "p (DeLong)"], rows, numeric=(1, 2, 3))
+    )
+    if "decision" in figures.index:
+        deals = figures.loc["deals"] if "deals" in figures.index else None
+        on = f" On {fmt.count(deals['champion'])} {deals['note']}." if deals is not None else ""
+        section.para(f"{figures.loc['decision', 'note']}.{on}", "small")
+
+
 def icp_section(data: ReportData) -> Section:
     """The derived profile with each item's evidence, the audit, ICP-fit against non-fit metrics."""
     icp = data.icp
@@ -74,6 +123,7 @@ def icp_section(data: ReportData) -> Section:
         section.para("; ".join(facts) + ".", "sub")
     if icp.notes:
         section.para(f"Notes: {icp.notes}", "sub")
+    _models(section, icp)
     section.fold("Criteria with their evidence, ICP-fit against the rest, audit of the written ICP")
     criteria = icp.criteria
     if criteria.empty:

@@ -6,13 +6,27 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from icp_pipeline.governance.registry import (
+    challenger,
+    champion,
+    model_row,
+    pinned_profile,
+    record_validation,
+    register_learned,
+)
 from icp_pipeline.ingest.absence import ABSENT, DELETED, excluded_accounts, record_excluded
 from icp_pipeline.partitions import nightly_backfill, nightly_partitions
 from icp_pipeline.profile.derive import HARD_NO, MUST_HAVE, NICE_TO_HAVE, derive_profile
 from icp_pipeline.profile.document import profile_rows, with_evidence_text, write_documents
 from icp_pipeline.profile.learn import run_evidence
 from icp_pipeline.resources import IcpSettings, partition_date
-from icp_pipeline.scoring.score import NAME_COLUMNS, score_accounts, with_names
+from icp_pipeline.scoring.score import (
+    CHALLENGER_COLUMNS,
+    NAME_COLUMNS,
+    score_accounts,
+    shadow_scores,
+    with_names,
+)
 from icp_pipeline.scoring.validation import BACKTEST, HOLDOUT, validate_scores
 from icp_pipeline.warehouse import connect, read_present_columns, replace_slice
 
@@ -82,7 +96,20 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
         as_of,
         deal_traits=evidence_inputs.deal_traits(config),
     )
-    scores = score_accounts(profile, design, as_of)
+    with connect(icp.warehouse_path()) as con:
+        # Tonight's learned version enters the registry; the champion scores, the challenger shadows.
+        changes = register_learned(con, model_row(profile, config.icp.points), as_of)
+        champion_row, challenger_row = champion(con), challenger(con)
+    assert champion_row is not None  # register_learned makes the first model the champion
+    scorer = (
+        profile if champion_row["model_version"] == profile.version else pinned_profile(champion_row, as_of)
+    )
+    scores = score_accounts(scorer, design, as_of).assign(model_version=scorer.version)
+    shadow = (
+        None
+        if challenger_row is None
+        else shadow_scores(pinned_profile(challenger_row, as_of), design, as_of)
+    )
     evidence = with_evidence_text(profile.evidence).assign(as_of=as_of, profile_version=profile.version)
     rows = profile_rows(profile)
     with connect(icp.warehouse_path()) as con:
@@ -90,6 +117,15 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
         if len(excluded):
             # Deleted or long absent from the drop: not scored, so neither alerted nor written back.
             scores = scores[~scores["account_id"].isin(excluded["account_id"])].reset_index(drop=True)
+            if shadow is not None:
+                shadow = shadow[~shadow["account_id"].isin(excluded["account_id"])].reset_index(drop=True)
+        replace_slice(
+            con,
+            "icp",
+            "challenger_scores",
+            shadow if shadow is not None else scores[:0][list(CHALLENGER_COLUMNS)],
+            {"as_of": as_of},
+        )
         replace_slice(con, "icp", "icp_evidence", evidence, {"as_of": as_of})
         replace_slice(con, "icp", "icp_profile", rows, {"as_of": as_of})
         replace_slice(
@@ -102,6 +138,10 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
         record_excluded(con, excluded, as_of)
     markdown, page = write_documents(profile, icp.warehouse_path().parent / "reports")
     context.log.info(f"ICP {profile.version}: {profile.summary}")
+    for change in changes:
+        context.log.info(
+            f"model {change.version}: {change.from_status or 'new'} -> {change.to_status} ({change.reason})"
+        )
     criteria = evidence[evidence["verdict"].isin([MUST_HAVE, NICE_TO_HAVE, HARD_NO])]
     yield dg.MaterializeResult(
         asset_key=EVIDENCE,
@@ -140,6 +180,10 @@ def icp_profile_and_scores(context: dg.AssetExecutionContext, icp: IcpSettings) 
         metadata={
             "dagster/row_count": len(scores),
             "profile_version": profile.version,
+            "model_version": scorer.version,
+            "champion": scorer.version,
+            "challenger": "(none)" if challenger_row is None else str(challenger_row["model_version"]),
+            "model_changes": _md(pd.DataFrame([vars(change) for change in changes])),
             **{f"tier_{tier}": int(count) for tier, count in tiers.items()},
             "disqualified": int(scores["disqualified"].sum()),
             "deleted_accounts": int(not_scored.get(DELETED, 0)),
@@ -169,23 +213,31 @@ def score_validation(context: dg.AssetExecutionContext, icp: IcpSettings) -> dg.
     metrics = validate_scores(inputs, config, as_of)
     with connect(icp.warehouse_path()) as con:
         replace_slice(con, "icp", "score_validation", metrics, {"as_of": as_of})
-    figures: dict[str, Any] = {}
-    for method, prefix in ((BACKTEST, "backtest"), (HOLDOUT, "holdout")):
-        rows = metrics[metrics["method"] == method]
-        values = rows.set_index(["metric", "segment"])["value"]
-        for metric, segment in (
-            ("auc", "all"),
-            ("auc_low", "all"),
-            ("auc_high", "all"),
-            ("tier_a_lift", "A"),
-            ("ab_share_of_wins", "A+B"),
-            ("base_win_rate", "all"),
-            ("test_deals", "all"),
-        ):
-            if (metric, segment) in values.index and pd.notna(values[(metric, segment)]):
-                figures[f"{prefix}_{metric}"] = float(values[(metric, segment)])
-        status = rows.loc[rows["metric"] == "status", "note"]
-        context.log.info(f"{method}: {status.iloc[0] if len(status) else ''}")
+        figures: dict[str, Any] = {}
+        for method, prefix in ((BACKTEST, "backtest"), (HOLDOUT, "holdout")):
+            rows = metrics[metrics["method"] == method]
+            values = rows.set_index(["metric", "segment"])["value"]
+            for metric, segment in (
+                ("auc", "all"),
+                ("auc_low", "all"),
+                ("auc_high", "all"),
+                ("tier_a_lift", "A"),
+                ("ab_share_of_wins", "A+B"),
+                ("base_win_rate", "all"),
+                ("test_deals", "all"),
+            ):
+                if (metric, segment) in values.index and pd.notna(values[(metric, segment)]):
+                    figures[f"{prefix}_{metric}"] = float(values[(metric, segment)])
+            status = rows.loc[rows["metric"] == "status", "note"]
+            figures[f"{prefix}_note"] = str(status.iloc[0]) if len(status) else ""
+            context.log.info(f"{method}: {figures[f'{prefix}_note']}")
+        # The registry keeps the validation of the version learned tonight: the forward backtest and
+        # the holdout, with the rows behind them.
+        record_validation(
+            con,
+            as_of,
+            {**figures, "rows": metrics.astype(object).where(metrics.notna(), None).to_dict("records")},
+        )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(metrics),

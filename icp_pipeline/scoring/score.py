@@ -77,6 +77,25 @@ def score_accounts(profile: IcpProfile, design: Design, as_of: dt.date) -> pd.Da
     return frame
 
 
+CHALLENGER_COLUMNS = ("account_id", "as_of", "fit_score", "tier", "disqualified", "model_version")
+
+
+def shadow_scores(profile: IcpProfile, design: Design, as_of: dt.date) -> pd.DataFrame:
+    """One row per account: the `icp.challenger_scores` partition (score and tier, no reasons)."""
+    scores = account_scores(design, profile.model)
+    disqualified = disqualified_accounts(design, profile.evidence)
+    return pd.DataFrame(
+        {
+            "account_id": design.account_ids.to_numpy(),
+            "as_of": as_of,
+            "fit_score": scores.astype(np.int64),
+            "tier": assign_tiers(scores, disqualified, profile.tier_cutoffs),
+            "disqualified": disqualified,
+            "model_version": profile.version,
+        }
+    )
+
+
 NAME_COLUMNS = ("account_id", "name", "owner_id")
 
 
