@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from icp_pipeline.config import IcpConfig
-from icp_pipeline.profile.derive import derive_profile
+from icp_pipeline.profile.derive import IcpProfile, derive_profile
 from icp_pipeline.profile.learn import Evidence
 from icp_pipeline.profile.outcomes import opportunity_outcomes
+from icp_pipeline.profile.traits import AccountTraits
 from icp_pipeline.scoring.score import fit_and_tiers, scored_deals
 
 HOLDOUT_SHARE = 0.25
@@ -131,6 +132,24 @@ def _insufficient(method: str, as_of: dt.date, note: str, split: dt.date | None 
     return _metrics([("status", "all", np.nan, f"insufficient data: {note}")], method, as_of, split, None)
 
 
+def _scores_at(
+    evidence: Evidence, config: IcpConfig, when: dt.date
+) -> tuple[IcpProfile, AccountTraits, pd.DataFrame]:
+    """A profile learned from what was known by `when` (each deal as it was when created), the
+    traits at that date, and every account's score and tier with it."""
+    traits = evidence.traits(config, when)
+    profile, design = derive_profile(
+        traits,
+        evidence.opportunities,
+        evidence.subscriptions,
+        config,
+        when,
+        describe=False,
+        deal_traits=evidence.deal_traits(config),
+    )
+    return profile, traits, fit_and_tiers(profile, design)
+
+
 def holdout_validation(
     evidence: Evidence, config: IcpConfig, as_of: dt.date
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -142,17 +161,7 @@ def holdout_validation(
         note = f"{len(closed)} closed deals (need {4 * MIN_TEST_DEALS})"
         return _insufficient(HOLDOUT, as_of, note), pd.DataFrame()
     split = closed["closed_at"].quantile(1 - HOLDOUT_SHARE).date()
-    traits = evidence.traits(config, split)
-    profile, design = derive_profile(
-        traits,
-        opportunities,
-        evidence.subscriptions,
-        config,
-        split,
-        describe=False,
-        deal_traits=evidence.deal_traits(config),
-    )
-    scores = fit_and_tiers(profile, design)
+    profile, traits, scores = _scores_at(evidence, config, split)
     test = closed[closed["closed_at"] > pd.Timestamp(split, tz="UTC") + pd.Timedelta(days=1)]
     scored = scored_deals(test, scores, traits)[["opportunity_id", "account_id", "won", "fit_score", "tier"]]
     status = f"learned on deals closed by {split}, tested on {len(scored):,} closed after"
@@ -172,17 +181,7 @@ def forward_backtest(
     if len(after) < MIN_TEST_DEALS:
         note = f"{len(after)} deals created after {then} and closed by {as_of} (need {MIN_TEST_DEALS})"
         return _insufficient(BACKTEST, as_of, note, then), pd.DataFrame()
-    traits = evidence.traits(config, then)
-    profile, design = derive_profile(
-        traits,
-        evidence.opportunities,
-        evidence.subscriptions,
-        config,
-        then,
-        describe=False,
-        deal_traits=evidence.deal_traits(config),
-    )
-    scores = fit_and_tiers(profile, design)
+    profile, traits, scores = _scores_at(evidence, config, then)
     scored = scored_deals(after, scores, traits)[["opportunity_id", "account_id", "won", "fit_score", "tier"]]
     unscored = len(after) - len(scored)
     status = (
